@@ -1,0 +1,22 @@
+//! The system clock. The only place in the crate that reads the wall clock.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::host::Clock;
+
+/// Wall clock of the host (`wasi:clocks` inside WebAssembly) with Spin's sleep.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::<Utc>::from(std::time::SystemTime::now())
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        spin_sdk::time::sleep(duration).await
+    }
+}

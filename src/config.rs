@@ -1,0 +1,583 @@
+//! Configuration from named variables, validated once; every error names the variable to fix.
+
+use std::fmt;
+
+use url::Url;
+
+use crate::error::Error;
+use crate::host::Vars;
+use crate::secret::Secret;
+
+/// The Spin variable names. They are the public interface of the app and the plugin.
+pub mod var {
+    /// Workspace URL; a bare host gets `https://`.
+    pub const DATABRICKS_HOST: &str = "databricks_host";
+    /// Service principal client id (OAuth M2M).
+    pub const DATABRICKS_CLIENT_ID: &str = "databricks_client_id";
+    /// Service principal secret (OAuth M2M).
+    pub const DATABRICKS_CLIENT_SECRET: &str = "databricks_client_secret";
+    /// Personal access token.
+    pub const DATABRICKS_TOKEN: &str = "databricks_token";
+    /// Autoscaling endpoint `projects/<p>/branches/<b>/endpoints/<e>`.
+    pub const LAKEBASE_ENDPOINT: &str = "lakebase_endpoint";
+    /// Provisioned instance name.
+    pub const LAKEBASE_INSTANCE: &str = "lakebase_instance";
+    /// Postgres host; looked up through the API when empty.
+    pub const PGHOST: &str = "pghost";
+    /// Postgres port.
+    pub const PGPORT: &str = "pgport";
+    /// Database name.
+    pub const PGDATABASE: &str = "pgdatabase";
+    /// `require` (default), `prefer` or `disable`.
+    pub const PGSSLMODE: &str = "pgsslmode";
+    /// Postgres role.
+    pub const PGUSER: &str = "pguser";
+    /// PEM of a custom CA for the database's TLS.
+    pub const LAKEBASE_CA_ROOT: &str = "lakebase_ca_root";
+}
+
+/// How the app proves itself to the workspace.
+#[derive(Clone, PartialEq, Eq)]
+pub enum WorkspaceAuth {
+    /// OAuth machine-to-machine with a service principal.
+    OAuthM2M {
+        /// The application (client) id; also the Postgres role by default.
+        client_id: String,
+        /// The OAuth secret.
+        client_secret: Secret,
+    },
+    /// A personal access token.
+    Pat(Secret),
+}
+
+impl fmt::Debug for WorkspaceAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkspaceAuth::OAuthM2M { client_id, .. } => f
+                .debug_struct("OAuthM2M")
+                .field("client_id", client_id)
+                .field("client_secret", &"Some(_)")
+                .finish(),
+            WorkspaceAuth::Pat(_) => f.write_str("Pat(Some(_))"),
+        }
+    }
+}
+
+/// Which Lakebase database the credential is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Lakebase Autoscaling endpoint, `projects/<p>/branches/<b>/endpoints/<e>`.
+    Endpoint(String),
+    /// Lakebase Provisioned instance name.
+    Instance(String),
+}
+
+impl Target {
+    /// The endpoint path or the instance name.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Endpoint(n) | Target::Instance(n) => n,
+        }
+    }
+
+    /// The variable the user set to choose it.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            Target::Endpoint(_) => var::LAKEBASE_ENDPOINT,
+            Target::Instance(_) => var::LAKEBASE_INSTANCE,
+        }
+    }
+}
+
+/// TLS mode of the database connection. Spin parses only these three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    /// TLS required (Spin also verifies the certificate). Always use this against Lakebase.
+    Require,
+    /// TLS when the server offers it.
+    Prefer,
+    /// No TLS: local test servers only, never Lakebase (the token would travel in clear).
+    Disable,
+}
+
+impl SslMode {
+    /// The connection-string value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Require => "require",
+            SslMode::Prefer => "prefer",
+            SslMode::Disable => "disable",
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Workspace base URL, e.g. `https://adb-1.cloud.databricks.com` (no trailing `/`).
+    pub workspace: String,
+    /// Workspace authentication.
+    pub auth: WorkspaceAuth,
+    /// Endpoint or instance.
+    pub target: Target,
+    /// Postgres host, or `None` to look it up through the API.
+    pub pghost: Option<String>,
+    /// Postgres port.
+    pub pgport: u16,
+    /// Database name.
+    pub pgdatabase: String,
+    /// TLS mode.
+    pub sslmode: SslMode,
+    /// Postgres role, or `None` for the client id / SCIM user name.
+    pub pguser: Option<String>,
+    /// PEM of a custom CA root for the database TLS.
+    pub ca_root: Option<String>,
+}
+
+/// Default Postgres port.
+pub const DEFAULT_PGPORT: u16 = 5432;
+/// Default Lakebase database.
+pub const DEFAULT_PGDATABASE: &str = "databricks_postgres";
+
+impl Config {
+    /// Reads and validates every variable.
+    pub async fn load(vars: &impl Vars) -> Result<Config, Error> {
+        let mut raw = RawConfig::default();
+        for (name, slot) in [
+            (var::DATABRICKS_HOST, &mut raw.host),
+            (var::DATABRICKS_CLIENT_ID, &mut raw.client_id),
+            (var::DATABRICKS_CLIENT_SECRET, &mut raw.client_secret),
+            (var::DATABRICKS_TOKEN, &mut raw.token),
+            (var::LAKEBASE_ENDPOINT, &mut raw.endpoint),
+            (var::LAKEBASE_INSTANCE, &mut raw.instance),
+            (var::PGHOST, &mut raw.pghost),
+            (var::PGPORT, &mut raw.pgport),
+            (var::PGDATABASE, &mut raw.pgdatabase),
+            (var::PGSSLMODE, &mut raw.pgsslmode),
+            (var::PGUSER, &mut raw.pguser),
+            (var::LAKEBASE_CA_ROOT, &mut raw.ca_root),
+        ] {
+            let value = vars
+                .get(name)
+                .await
+                .map_err(|e| Error::config(name, format!("cannot read variable `{name}`: {e}")))?;
+            *slot = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        }
+        raw.validate()
+    }
+}
+
+/// Variable values before validation (`None` = unset or empty).
+#[derive(Default)]
+pub(crate) struct RawConfig {
+    pub host: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub token: Option<String>,
+    pub endpoint: Option<String>,
+    pub instance: Option<String>,
+    pub pghost: Option<String>,
+    pub pgport: Option<String>,
+    pub pgdatabase: Option<String>,
+    pub pgsslmode: Option<String>,
+    pub pguser: Option<String>,
+    pub ca_root: Option<String>,
+}
+
+impl RawConfig {
+    pub(crate) fn validate(self) -> Result<Config, Error> {
+        let host = self.host.ok_or_else(|| {
+            Error::config(
+                var::DATABRICKS_HOST,
+                "variable `databricks_host` is required: set it to the workspace URL, e.g. https://adb-1234.5.azuredatabricks.net",
+            )
+        })?;
+        let workspace = normalize_workspace_url(&host)?;
+
+        let auth = match (self.client_id, self.client_secret, self.token) {
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(Error::config(
+                    var::DATABRICKS_TOKEN,
+                    "set either `databricks_client_id` + `databricks_client_secret` (OAuth M2M) or `databricks_token` (personal access token), not both",
+                ));
+            }
+            (Some(client_id), Some(secret), None) => WorkspaceAuth::OAuthM2M {
+                client_id,
+                client_secret: Secret::new(secret),
+            },
+            (Some(_), None, None) => {
+                return Err(Error::config(
+                    var::DATABRICKS_CLIENT_SECRET,
+                    "variable `databricks_client_secret` is required when `databricks_client_id` is set",
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(Error::config(
+                    var::DATABRICKS_CLIENT_ID,
+                    "variable `databricks_client_id` is required when `databricks_client_secret` is set",
+                ));
+            }
+            (None, None, Some(token)) => WorkspaceAuth::Pat(Secret::new(token)),
+            (None, None, None) => {
+                return Err(Error::config(
+                    var::DATABRICKS_CLIENT_ID,
+                    "no workspace credentials: set `databricks_client_id` and `databricks_client_secret` (OAuth M2M) or `databricks_token` (personal access token)",
+                ));
+            }
+        };
+
+        let target = match (self.endpoint, self.instance) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    var::LAKEBASE_INSTANCE,
+                    "set either `lakebase_endpoint` (Autoscaling) or `lakebase_instance` (Provisioned), not both",
+                ));
+            }
+            (Some(endpoint), None) => Target::Endpoint(validate_endpoint(&endpoint)?),
+            (None, Some(instance)) => {
+                if instance.contains('/') || instance.chars().any(char::is_whitespace) {
+                    return Err(Error::config(
+                        var::LAKEBASE_INSTANCE,
+                        "variable `lakebase_instance` must be a Provisioned instance name, without `/` or spaces",
+                    ));
+                }
+                Target::Instance(instance)
+            }
+            (None, None) => {
+                return Err(Error::config(
+                    var::LAKEBASE_ENDPOINT,
+                    "variable `lakebase_endpoint` is required (projects/<project>/branches/<branch>/endpoints/<endpoint>), or `lakebase_instance` for a Provisioned instance",
+                ));
+            }
+        };
+
+        let pgport = match self.pgport {
+            None => DEFAULT_PGPORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => {
+                    return Err(Error::config(
+                        var::PGPORT,
+                        format!(
+                            "variable `pgport` must be a port number from 1 to 65535, not `{p}`"
+                        ),
+                    ));
+                }
+            },
+        };
+
+        let sslmode = match self.pgsslmode.as_deref() {
+            None | Some("require") => SslMode::Require,
+            Some("prefer") => SslMode::Prefer,
+            Some("disable") => SslMode::Disable,
+            Some(other) => {
+                return Err(Error::config(
+                    var::PGSSLMODE,
+                    format!(
+                        "variable `pgsslmode` must be `require`, `prefer` or `disable`, not `{other}` (Spin verifies the certificate in every TLS mode)"
+                    ),
+                ));
+            }
+        };
+
+        if let Some(h) = &self.pghost
+            && (h.contains('/') || h.contains(' ') || h.contains('@'))
+        {
+            return Err(Error::config(
+                var::PGHOST,
+                "variable `pghost` must be a host name or IP address, without scheme, path or user",
+            ));
+        }
+
+        if let Some(pem) = &self.ca_root
+            && !pem.contains("-----BEGIN CERTIFICATE-----")
+        {
+            return Err(Error::config(
+                var::LAKEBASE_CA_ROOT,
+                "variable `lakebase_ca_root` must hold a PEM certificate (-----BEGIN CERTIFICATE-----)",
+            ));
+        }
+
+        Ok(Config {
+            workspace,
+            auth,
+            target,
+            pghost: self.pghost,
+            pgport,
+            pgdatabase: self
+                .pgdatabase
+                .unwrap_or_else(|| DEFAULT_PGDATABASE.to_owned()),
+            sslmode,
+            pguser: self.pguser,
+            ca_root: self.ca_root,
+        })
+    }
+}
+
+/// `adb-1.cloud.databricks.com` → `https://adb-1.cloud.databricks.com`; drops a trailing `/` and
+/// `:443`. Plain `http://` is accepted only for loopback hosts (local emulators): a client secret
+/// must not cross a network in clear.
+pub fn normalize_workspace_url(input: &str) -> Result<String, Error> {
+    let bad = |why: &str| {
+        Error::config(
+            var::DATABRICKS_HOST,
+            format!(
+                "variable `databricks_host` is not a workspace URL ({why}): expected e.g. https://adb-1234.5.azuredatabricks.net"
+            ),
+        )
+    };
+    let with_scheme = if input.contains("://") {
+        input.to_owned()
+    } else {
+        format!("https://{input}")
+    };
+    let url = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+    let host = url.host_str().ok_or_else(|| bad("no host"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("it must not contain a user or password"));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(bad("it must not have a path"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not have a query"));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(host) => {}
+        "http" => return Err(bad("plain http is allowed only for a loopback host")),
+        other => return Err(bad(&format!("unsupported scheme `{other}`"))),
+    }
+    // `Url` already drops the scheme's default port (443 for https, 80 for http).
+    let mut out = format!("{}://{}", url.scheme(), host);
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    Ok(out)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn validate_endpoint(endpoint: &str) -> Result<String, Error> {
+    let parts: Vec<&str> = endpoint.trim_matches('/').split('/').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "projects"
+        && parts[2] == "branches"
+        && parts[4] == "endpoints"
+        && [parts[1], parts[3], parts[5]]
+            .iter()
+            .all(|p| !p.is_empty() && !p.chars().any(char::is_whitespace));
+    if ok {
+        Ok(parts.join("/"))
+    } else {
+        Err(Error::config(
+            var::LAKEBASE_ENDPOINT,
+            format!(
+                "variable `lakebase_endpoint` must look like projects/<project>/branches/<branch>/endpoints/<endpoint>, not `{endpoint}`"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn raw() -> RawConfig {
+        RawConfig {
+            host: Some("adb-1.cloud.databricks.com".into()),
+            client_id: Some("6f1c2a3e-0000-4000-8000-000000000001".into()),
+            client_secret: Some("dose-very-secret".into()),
+            endpoint: Some("projects/p/branches/b/endpoints/e".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = raw().validate().unwrap();
+        assert_eq!(c.workspace, "https://adb-1.cloud.databricks.com");
+        assert_eq!(c.pgport, 5432);
+        assert_eq!(c.pgdatabase, "databricks_postgres");
+        assert_eq!(c.sslmode, SslMode::Require);
+        assert_eq!(c.pghost, None);
+        assert_eq!(
+            c.target,
+            Target::Endpoint("projects/p/branches/b/endpoints/e".into())
+        );
+    }
+
+    #[test]
+    fn workspace_urls_are_normalized() {
+        for (input, want) in [
+            (
+                "adb-1.cloud.databricks.com",
+                "https://adb-1.cloud.databricks.com",
+            ),
+            (
+                "https://adb-1.cloud.databricks.com/",
+                "https://adb-1.cloud.databricks.com",
+            ),
+            (
+                "https://adb-1.cloud.databricks.com:443",
+                "https://adb-1.cloud.databricks.com",
+            ),
+            (
+                "adb-1.cloud.databricks.com:8443",
+                "https://adb-1.cloud.databricks.com:8443",
+            ),
+            ("http://127.0.0.1:8787", "http://127.0.0.1:8787"),
+            ("http://localhost:8787/", "http://localhost:8787"),
+        ] {
+            assert_eq!(normalize_workspace_url(input).unwrap(), want, "{input}");
+        }
+        for bad in [
+            "http://adb-1.cloud.databricks.com",
+            "ftp://x",
+            "https://x/path",
+            "https://user:pw@x",
+            "https://",
+        ] {
+            let e = normalize_workspace_url(bad).unwrap_err();
+            assert_eq!(e.variable(), Some("databricks_host"), "{bad}");
+            assert!(e.message().contains("databricks_host"));
+        }
+    }
+
+    #[test]
+    fn every_error_names_its_variable() {
+        let cases: Vec<(RawConfig, &str)> = vec![
+            (
+                RawConfig {
+                    host: None,
+                    ..raw()
+                },
+                "databricks_host",
+            ),
+            (
+                RawConfig {
+                    client_secret: None,
+                    ..raw()
+                },
+                "databricks_client_secret",
+            ),
+            (
+                RawConfig {
+                    client_id: None,
+                    ..raw()
+                },
+                "databricks_client_id",
+            ),
+            (
+                RawConfig {
+                    client_id: None,
+                    client_secret: None,
+                    ..raw()
+                },
+                "databricks_client_id",
+            ),
+            (
+                RawConfig {
+                    token: Some("dapi1".into()),
+                    ..raw()
+                },
+                "databricks_token",
+            ),
+            (
+                RawConfig {
+                    endpoint: None,
+                    ..raw()
+                },
+                "lakebase_endpoint",
+            ),
+            (
+                RawConfig {
+                    instance: Some("i".into()),
+                    ..raw()
+                },
+                "lakebase_instance",
+            ),
+            (
+                RawConfig {
+                    endpoint: Some("projects/p/endpoints/e".into()),
+                    ..raw()
+                },
+                "lakebase_endpoint",
+            ),
+            (
+                RawConfig {
+                    pgport: Some("0".into()),
+                    ..raw()
+                },
+                "pgport",
+            ),
+            (
+                RawConfig {
+                    pgport: Some("54x".into()),
+                    ..raw()
+                },
+                "pgport",
+            ),
+            (
+                RawConfig {
+                    pgsslmode: Some("verify-full".into()),
+                    ..raw()
+                },
+                "pgsslmode",
+            ),
+            (
+                RawConfig {
+                    pghost: Some("postgres://h".into()),
+                    ..raw()
+                },
+                "pghost",
+            ),
+            (
+                RawConfig {
+                    ca_root: Some("not a pem".into()),
+                    ..raw()
+                },
+                "lakebase_ca_root",
+            ),
+        ];
+        for (c, name) in cases {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Configuration);
+            assert_eq!(e.variable(), Some(name), "{e}");
+            assert!(e.message().contains(&format!("`{name}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn pat_and_instance() {
+        let c = RawConfig {
+            client_id: None,
+            client_secret: None,
+            token: Some("dapi123".into()),
+            endpoint: None,
+            instance: Some("my-instance".into()),
+            pgsslmode: Some("disable".into()),
+            ..raw()
+        }
+        .validate()
+        .unwrap();
+        assert!(matches!(c.auth, WorkspaceAuth::Pat(_)));
+        assert_eq!(c.target, Target::Instance("my-instance".into()));
+        assert_eq!(c.sslmode, SslMode::Disable);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = raw().validate().unwrap();
+        let text = format!("{c:?}");
+        assert!(!text.contains("dose-very-secret"), "{text}");
+        assert!(text.contains("client_secret"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Postgres connection strings, built from parts with every component percent-encoded.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::config::SslMode;
+use crate::secret::Secret;
+
+/// Everything but `A-Z a-z 0-9 - . _ ~` is encoded (RFC 3986 unreserved characters stay).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+/// `postgres://user:password@host:port/database?sslmode=…` in URL form, the form Spin's
+/// `spin:postgres` parses. The result holds the password, so it is a [`Secret`].
+pub fn connection_string(
+    user: &str,
+    password: &Secret,
+    host: &str,
+    port: u16,
+    database: &str,
+    sslmode: SslMode,
+) -> Secret {
+    // An IPv6 literal needs brackets in a URL.
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    Secret::new(format!(
+        "postgres://{}:{}@{}:{}/{}?sslmode={}",
+        enc(user),
+        enc(password.expose()),
+        host,
+        port,
+        enc(database),
+        sslmode.as_str()
+    ))
+}
+
+/// The same string with the password replaced, for logs and error messages.
+pub fn redacted_connection_string(
+    user: &str,
+    host: &str,
+    port: u16,
+    database: &str,
+    sslmode: SslMode,
+) -> String {
+    connection_string(
+        user,
+        &Secret::new("REDACTED"),
+        host,
+        port,
+        database,
+        sslmode,
+    )
+    .expose()
+    .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use percent_encoding::percent_decode_str;
+
+    fn parts(s: &str) -> (String, String, String) {
+        let rest = s.strip_prefix("postgres://").unwrap();
+        let (userinfo, rest) = rest.rsplit_once('@').unwrap();
+        let (user, pass) = userinfo.split_once(':').unwrap();
+        let db = rest.split_once('/').unwrap().1.split_once('?').unwrap().0;
+        let dec = |x: &str| percent_decode_str(x).decode_utf8().unwrap().into_owned();
+        (dec(user), dec(pass), dec(db))
+    }
+
+    #[test]
+    fn awkward_values_round_trip() {
+        let cases = [
+            (
+                "6f1c2a3e-0000-4000-8000-000000000001",
+                "eyJhbGciOi.payload.sig-_",
+            ),
+            ("someone@example.com", "p@ss:word/with?query#frag"),
+            ("user with space", "quote'double\"back\\slash"),
+            ("percent%user", "100%real%41"),
+            ("", ""),
+            ("ünïcode", "pässwörd"),
+        ];
+        for (user, pass) in cases {
+            let s = connection_string(
+                user,
+                &Secret::new(pass),
+                "h",
+                5432,
+                "my db/x",
+                SslMode::Require,
+            );
+            let (u, p, d) = parts(s.expose());
+            assert_eq!(
+                (u.as_str(), p.as_str(), d.as_str()),
+                (user, pass, "my db/x")
+            );
+            // Only the structural characters are literal.
+            let text = s.expose();
+            assert_eq!(text.matches('@').count(), 1, "{text}");
+            assert_eq!(text.matches('?').count(), 1, "{text}");
+        }
+    }
+
+    #[test]
+    fn shape_and_sslmode() {
+        let s = connection_string(
+            "u",
+            &Secret::new("t"),
+            "ep-1.database.us-east-1.cloud.databricks.com",
+            5432,
+            "databricks_postgres",
+            SslMode::Require,
+        );
+        assert_eq!(
+            s.expose(),
+            "postgres://u:t@ep-1.database.us-east-1.cloud.databricks.com:5432/databricks_postgres?sslmode=require"
+        );
+        let s = connection_string("u", &Secret::new("t"), "::1", 6543, "d", SslMode::Disable);
+        assert_eq!(s.expose(), "postgres://u:t@[::1]:6543/d?sslmode=disable");
+    }
+
+    #[test]
+    fn secret_debug_and_redacted_form() {
+        let s = connection_string("u", &Secret::new("tok-123"), "h", 1, "d", SslMode::Prefer);
+        assert!(!format!("{s:?}").contains("tok-123"));
+        let r = redacted_connection_string("u", "h", 1, "d", SslMode::Prefer);
+        assert_eq!(r, "postgres://u:REDACTED@h:1/d?sslmode=prefer");
+    }
+}

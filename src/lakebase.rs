@@ -1,0 +1,418 @@
+//! The client: serves a credential from memory, the key-value store or a fresh mint, and opens
+//! Postgres connections with it, recovering once from a rejected token.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::lock::Mutex;
+
+use crate::cache::{self, CacheKeys, Lease};
+use crate::config::{Config, WorkspaceAuth, var};
+use crate::conn_string::connection_string;
+use crate::credential::{Credential, CredentialSource};
+use crate::error::{Cause, Error, ErrorKind};
+use crate::host::{Clock, Connector, Http, Kv};
+use crate::log;
+use crate::retry::RetryPolicy;
+use crate::secret::{Secret, scrub};
+
+/// How long a mint lease holds off other instances, at most.
+const LEASE_TTL: TimeDelta = TimeDelta::seconds(10);
+/// Between writing a lease and checking that it is still ours (lets racing writers settle).
+const LEASE_SETTLE: Duration = Duration::from_millis(25);
+/// How often a waiting instance looks for the lease holder's record.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+/// A Lakebase client over a host's HTTP, key-value store and clock.
+///
+/// One per WebAssembly instance (see [`crate::spin::lakebase`]); concurrent requests in the
+/// instance share it and so share one in-flight mint.
+pub struct Lakebase<H, K, C> {
+    pub(crate) config: Config,
+    pub(crate) http: H,
+    pub(crate) kv: K,
+    pub(crate) clock: C,
+    pub(crate) keys: CacheKeys,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) workspace_token: Mutex<Option<(Secret, DateTime<Utc>)>>,
+    memory: Mutex<Option<Credential>>,
+    instance_id: String,
+}
+
+/// An open connection and the credential it logged in with.
+pub struct Connected<T> {
+    /// The connection.
+    pub connection: T,
+    /// The credential used (its token is the password that worked).
+    pub credential: Credential,
+    /// Where the credential came from on this call.
+    pub source: CredentialSource,
+}
+
+/// What a failed login means.
+#[derive(Debug, PartialEq, Eq)]
+enum LoginFailure {
+    /// The token was rejected (`28P01`): drop it and mint once more.
+    Rejected,
+    /// Someone must change something; do not retry.
+    Fatal(ErrorKind, Option<&'static str>),
+    /// May pass on its own (refused, reset, a scale-to-zero endpoint waking up).
+    Transient,
+}
+
+fn classify_login_failure(message: &str) -> LoginFailure {
+    let m = message.to_ascii_lowercase();
+    if m.contains("28p01")
+        || m.contains("password authentication failed")
+        || m.contains("not a valid jwt")
+    {
+        LoginFailure::Rejected
+    } else if m.contains("28000") || (m.contains("role") && m.contains("does not exist")) {
+        LoginFailure::Fatal(ErrorKind::Permission, Some(var::PGUSER))
+    } else if m.contains("3d000") || (m.contains("database") && m.contains("does not exist")) {
+        LoginFailure::Fatal(ErrorKind::NotFound, Some(var::PGDATABASE))
+    } else if m.contains("not allowed")
+        || m.contains("not permitted")
+        || m.contains("allowed_outbound_hosts")
+    {
+        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGHOST))
+    } else if m.contains("invalid connection string") || m.contains("invalid configuration") {
+        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGHOST))
+    } else if m.contains("certificate") || m.contains("unknownissuer") || m.contains("invalid peer")
+    {
+        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_CA_ROOT))
+    } else {
+        LoginFailure::Transient
+    }
+}
+
+impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
+    /// A client for `config` over the given host seams.
+    pub fn new(config: Config, http: H, kv: K, clock: C) -> Self {
+        Lakebase {
+            keys: CacheKeys::new(&config),
+            config,
+            http,
+            kv,
+            clock,
+            retry: RetryPolicy::default(),
+            workspace_token: Mutex::new(None),
+            memory: Mutex::new(None),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// Replaces the retry policy (tests use a short one).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A credential that may be used now: from this instance's memory, else the shared
+    /// key-value store, else minted (and then stored in both). Concurrent callers in one
+    /// instance share one mint; other instances that see a mint in progress wait for it.
+    pub async fn credential(&self) -> Result<(Credential, CredentialSource), Error> {
+        let mut memory = self.memory.lock().await;
+        let now = self.clock.now();
+        if let Some(c) = memory.as_ref()
+            && c.is_fresh(now)
+        {
+            return Ok((c.clone(), CredentialSource::Memory));
+        }
+        if let Some(c) = self.fresh_from_kv().await {
+            *memory = Some(c.clone());
+            return Ok((c, CredentialSource::Kv));
+        }
+        if let Some(c) = self.wait_for_other_minter().await {
+            *memory = Some(c.clone());
+            return Ok((c, CredentialSource::Kv));
+        }
+        // Claim the mint, let racing claims settle, and defer to whoever won.
+        self.write_own_lease().await;
+        self.clock.sleep(LEASE_SETTLE).await;
+        if let Some(c) = self.wait_for_other_minter().await {
+            *memory = Some(c.clone());
+            return Ok((c, CredentialSource::Kv));
+        }
+        let minted = self.mint().await;
+        cache::delete(&self.kv, &self.keys.lease, "mint lease").await;
+        let c = minted?;
+        if c.is_fresh(self.clock.now()) {
+            cache::write_credential(&self.kv, &self.keys.credential, &c).await;
+            *memory = Some(c.clone());
+        } else {
+            log::warn(
+                "the new credential expires within two minutes (clock skew?); not caching it",
+            );
+        }
+        Ok((c, CredentialSource::Minted))
+    }
+
+    /// Forgets `rejected` in memory and in the key-value store, unless another credential has
+    /// already replaced it there.
+    pub async fn invalidate(&self, rejected: &Credential) {
+        let mut memory = self.memory.lock().await;
+        if memory.as_ref().is_some_and(|c| c.token == rejected.token) {
+            *memory = None;
+        }
+        if let Some(stored) = cache::read_credential(&self.kv, &self.keys.credential).await
+            && stored.token == rejected.token
+        {
+            cache::delete(&self.kv, &self.keys.credential, "credential").await;
+        }
+    }
+
+    /// Opens a Postgres connection with the current credential. A login rejected with `28P01`
+    /// drops that credential, mints a new one and tries once more.
+    pub async fn connect<X: Connector>(
+        &self,
+        connector: &X,
+    ) -> Result<Connected<X::Connection>, Error> {
+        let (credential, source) = self.credential().await?;
+        match self.open(connector, &credential).await {
+            Ok(connection) => Ok(Connected {
+                connection,
+                credential,
+                source,
+            }),
+            Err((LoginFailure::Rejected, _)) => {
+                log::info(&format!(
+                    "the database rejected credential {} for role {}; minting a new one",
+                    credential.token.fingerprint(),
+                    credential.user
+                ));
+                self.invalidate(&credential).await;
+                let (fresh, source) = self.credential().await?;
+                match self.open(connector, &fresh).await {
+                    Ok(connection) => Ok(Connected { connection, credential: fresh, source }),
+                    Err((LoginFailure::Rejected, message)) => Err(Error::new(
+                        ErrorKind::Database,
+                        format!(
+                            "postgres rejected a freshly minted token for role `{}`: check that this role exists for the principal and that `{}` names it",
+                            fresh.user,
+                            var::PGUSER
+                        ),
+                    )
+                    .with_sqlstate("28P01")
+                    .with_source(Cause(message))),
+                    Err((failure, message)) => Err(self.login_error(failure, message, &fresh)),
+                }
+            }
+            Err((failure, message)) => Err(self.login_error(failure, message, &credential)),
+        }
+    }
+
+    /// One login, retrying transient failures within the retry policy.
+    async fn open<X: Connector>(
+        &self,
+        connector: &X,
+        c: &Credential,
+    ) -> Result<X::Connection, (LoginFailure, String)> {
+        let address = connection_string(
+            &c.user,
+            &c.token,
+            &c.host,
+            c.port,
+            &c.database,
+            self.config.sslmode,
+        );
+        let start = self.clock.now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let message = match connector
+                .open(&address, self.config.ca_root.as_deref())
+                .await
+            {
+                Ok(conn) => return Ok(conn),
+                Err(e) => scrub(&e, &[&c.token, &address]),
+            };
+            let failure = classify_login_failure(&message);
+            if failure != LoginFailure::Transient {
+                return Err((failure, message));
+            }
+            let elapsed = (self.clock.now() - start)
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            match self.retry.next_delay(attempt, elapsed, None) {
+                Some(delay) => {
+                    log::info(&format!(
+                        "connecting to {}:{} failed ({message}); retrying",
+                        c.host, c.port
+                    ));
+                    self.clock.sleep(delay).await;
+                }
+                None => {
+                    return Err((
+                        LoginFailure::Transient,
+                        format!("{message} (after {attempt} attempts)"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn login_error(&self, failure: LoginFailure, message: String, c: &Credential) -> Error {
+        let (kind, text) = match failure {
+            LoginFailure::Fatal(ErrorKind::Permission, _) => (
+                ErrorKind::Permission,
+                format!(
+                    "postgres role `{}` does not exist or may not log in: create the role for this principal in Lakebase, or set `{}`",
+                    c.user,
+                    var::PGUSER
+                ),
+            ),
+            LoginFailure::Fatal(ErrorKind::NotFound, _) => (
+                ErrorKind::NotFound,
+                format!(
+                    "database `{}` does not exist: check `{}`",
+                    c.database,
+                    var::PGDATABASE
+                ),
+            ),
+            LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_CA_ROOT)) => (
+                ErrorKind::Configuration,
+                format!(
+                    "the TLS certificate of {}:{} is not trusted: set `{}` to the CA's PEM (or check `{}`)",
+                    c.host,
+                    c.port,
+                    var::LAKEBASE_CA_ROOT,
+                    var::PGSSLMODE
+                ),
+            ),
+            LoginFailure::Fatal(kind, _) => (
+                kind,
+                format!(
+                    "the host refused to connect to postgres://{}:{}: add it to `allowed_outbound_hosts` in spin.toml, and check `{}`/`{}`",
+                    c.host,
+                    c.port,
+                    var::PGHOST,
+                    var::PGPORT
+                ),
+            ),
+            LoginFailure::Transient | LoginFailure::Rejected => (
+                ErrorKind::Unavailable,
+                format!("could not connect to postgres at {}:{}", c.host, c.port),
+            ),
+        };
+        let sqlstate = ["28000", "3D000"].into_iter().find(|s| message.contains(s));
+        let mut e = Error::new(kind, text).with_source(Cause(message));
+        if let Some(s) = sqlstate {
+            e = e.with_sqlstate(s);
+        }
+        e
+    }
+
+    async fn fresh_from_kv(&self) -> Option<Credential> {
+        cache::read_credential(&self.kv, &self.keys.credential)
+            .await
+            .filter(|c| c.is_fresh(self.clock.now()))
+    }
+
+    /// If another instance holds a live mint lease, waits (polling) for its record until the
+    /// lease ends. `None`: no such lease, or it ended without a record.
+    async fn wait_for_other_minter(&self) -> Option<Credential> {
+        let lease = cache::read_lease(&self.kv, &self.keys.lease).await?;
+        let until = DateTime::from_timestamp_millis(lease.until_ms)?;
+        if lease.holder == self.instance_id || self.clock.now() >= until {
+            return None;
+        }
+        while self.clock.now() < until {
+            self.clock.sleep(LEASE_POLL).await;
+            if let Some(c) = self.fresh_from_kv().await {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    async fn write_own_lease(&self) {
+        let lease = Lease {
+            holder: self.instance_id.clone(),
+            until_ms: (self.clock.now() + LEASE_TTL).timestamp_millis(),
+        };
+        cache::write_lease(&self.kv, &self.keys.lease, &lease).await;
+    }
+
+    /// Host and user (configured, else looked up), then a new database token.
+    async fn mint(&self) -> Result<Credential, Error> {
+        let host = match &self.config.pghost {
+            Some(h) => h.clone(),
+            None => self.lookup_host().await?,
+        };
+        let user = match (&self.config.pguser, &self.config.auth) {
+            (Some(u), _) => u.clone(),
+            (None, WorkspaceAuth::OAuthM2M { client_id, .. }) => client_id.clone(),
+            (None, WorkspaceAuth::Pat(_)) => self.lookup_user().await?,
+        };
+        let minted_at = self.clock.now();
+        let minted = self.mint_token().await?;
+        log::info(&format!(
+            "minted database credential {} for role {} on {} (expires {})",
+            minted.token.fingerprint(),
+            user,
+            self.config.target.name(),
+            minted.expires_at.to_rfc3339()
+        ));
+        Ok(Credential {
+            token: minted.token,
+            user,
+            host,
+            port: self.config.pgport,
+            database: self.config.pgdatabase.clone(),
+            minted_at,
+            expires_at: minted.expires_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_failures_are_classified() {
+        use LoginFailure::*;
+        let cases = [
+            (
+                "db error: FATAL: password authentication failed for user \"x\"",
+                Rejected,
+            ),
+            ("Error { code: SqlState(E28P01) }", Rejected),
+            (
+                "FATAL: Provided authentication token is not a valid JWT encoding",
+                Rejected,
+            ),
+            (
+                "FATAL: role \"x\" does not exist",
+                Fatal(ErrorKind::Permission, Some("pguser")),
+            ),
+            (
+                "FATAL: database \"x\" does not exist",
+                Fatal(ErrorKind::NotFound, Some("pgdatabase")),
+            ),
+            (
+                "destination not allowed: postgres://h:1",
+                Fatal(ErrorKind::Configuration, Some("pghost")),
+            ),
+            (
+                "invalid connection string",
+                Fatal(ErrorKind::Configuration, Some("pghost")),
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                Fatal(ErrorKind::Configuration, Some("lakebase_ca_root")),
+            ),
+            ("Connection refused (os error 111)", Transient),
+            ("", Transient),
+        ];
+        for (message, want) in cases {
+            assert_eq!(classify_login_failure(message), want, "{message}");
+        }
+    }
+}

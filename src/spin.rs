@@ -1,0 +1,175 @@
+//! The Spin host: `spin:variables`, `spin:key-value`, outbound `wasi:http` and `spin:postgres`
+//! behind the core's seams, and the per-instance client.
+
+use std::sync::OnceLock;
+
+use spin_sdk::http::body::IncomingBodyExt as _;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::error::{Cause, Error, ErrorKind};
+use crate::host::{Connector, Http, HttpRequest, HttpResponse, Kv, Vars};
+use crate::lakebase::{Connected, Lakebase};
+use crate::secret::Secret;
+
+/// Outbound HTTP through `wasi:http` (Spin checks `allowed_outbound_hosts`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpinHttp;
+
+impl Http for SpinHttp {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, String> {
+        let (mut parts, body) = request.into_parts();
+        // Without an explicit length a body is sent chunked, which some token endpoints refuse.
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, body.len().into());
+        let request = http::Request::from_parts(
+            parts,
+            spin_sdk::http::FullBody::new(bytes::Bytes::from(body)),
+        );
+        let response = spin_sdk::http::send(request)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = response.into_parts();
+        let bytes = body.bytes().await.map_err(|e| format!("{e:?}"))?;
+        Ok(http::Response::from_parts(parts, bytes.to_vec()))
+    }
+}
+
+/// A Spin key-value store by label (`default` unless configured otherwise).
+#[derive(Clone, Debug)]
+pub struct SpinKv {
+    label: String,
+}
+
+impl Default for SpinKv {
+    fn default() -> Self {
+        SpinKv {
+            label: "default".to_owned(),
+        }
+    }
+}
+
+impl SpinKv {
+    /// The store with this label; it must be listed in the component's `key_value_stores`.
+    pub fn new(label: impl Into<String>) -> Self {
+        SpinKv {
+            label: label.into(),
+        }
+    }
+
+    async fn store(&self) -> Result<spin_sdk::key_value::Store, String> {
+        spin_sdk::key_value::Store::open(&self.label)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot open key-value store `{}` ({e:?}); list it in `key_value_stores`",
+                    self.label
+                )
+            })
+    }
+}
+
+impl Kv for SpinKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.store()
+            .await?
+            .get(key)
+            .await
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.store()
+            .await?
+            .set(key, value)
+            .await
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        self.store()
+            .await?
+            .delete(key)
+            .await
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Component variables through `spin:variables`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpinVars;
+
+impl Vars for SpinVars {
+    async fn get(&self, name: &str) -> Result<Option<String>, String> {
+        match spin_sdk::variables::get(name).await {
+            Ok(v) => Ok(Some(v)),
+            Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+}
+
+/// Postgres through `spin:postgres`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpinPg;
+
+impl Connector for SpinPg {
+    type Connection = spin_sdk::pg::Connection;
+
+    async fn open(
+        &self,
+        address: &Secret,
+        ca_root: Option<&str>,
+    ) -> Result<Self::Connection, String> {
+        let options = spin_sdk::pg::OpenOptions {
+            ca_root: ca_root.map(|pem| spin_sdk::pg::Certificate::Text(pem.to_owned())),
+        };
+        spin_sdk::pg::Connection::open_with_options(address.expose(), options)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The client type on Spin.
+pub type SpinLakebase = Lakebase<SpinHttp, SpinKv, SystemClock>;
+
+static INSTANCE: OnceLock<SpinLakebase> = OnceLock::new();
+
+/// This instance's client, configured from the Spin variables on first use. A configuration
+/// error is returned (and re-checked on the next call) rather than cached.
+pub async fn lakebase() -> Result<&'static SpinLakebase, Error> {
+    if let Some(lb) = INSTANCE.get() {
+        return Ok(lb);
+    }
+    let config = Config::load(&SpinVars).await?;
+    let lb = Lakebase::new(config, SpinHttp, SpinKv::default(), SystemClock);
+    Ok(INSTANCE.get_or_init(|| lb))
+}
+
+/// Opens a Lakebase Postgres connection with a cached or fresh credential.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), lakebase_spin::Error> {
+/// let db = lakebase_spin::spin::connect().await?;
+/// let rows = db.connection.query("SELECT 1", &[]).await.map_err(lakebase_spin::spin::database_error)?;
+/// # Ok(()) }
+/// ```
+pub async fn connect() -> Result<Connected<spin_sdk::pg::Connection>, Error> {
+    lakebase().await?.connect(&SpinPg).await
+}
+
+/// A query error from `spin:postgres` as a [`Error`] of kind `database`, SQLSTATE kept.
+pub fn database_error(e: spin_sdk::pg::Error) -> Error {
+    use spin_sdk::pg::{PgError, QueryError};
+    match e {
+        spin_sdk::pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => Error::new(
+            ErrorKind::Database,
+            format!("the database refused the query: {}", db.message),
+        )
+        .with_sqlstate(db.code.clone())
+        .with_source(Cause(db.as_text)),
+        other => Error::new(ErrorKind::Database, "the database query failed")
+            .with_source(Cause(other.to_string())),
+    }
+}

@@ -1,0 +1,447 @@
+//! The Databricks workspace REST API: the workspace token, the database credential, look-ups.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, TimeDelta, Utc};
+use http::{HeaderValue, Method, header};
+use serde_json::{Value, json};
+
+use crate::cache;
+use crate::config::{Target, WorkspaceAuth, var};
+use crate::credential::ASSUMED_LIFETIME;
+use crate::error::{Cause, Error, ErrorKind};
+use crate::host::{Clock, Http, HttpRequest, HttpResponse, Kv};
+use crate::lakebase::Lakebase;
+use crate::log;
+use crate::retry::{is_retryable_status, retry_after};
+use crate::secret::{Secret, scrub};
+
+/// An OAuth workspace token is dropped this long before its `expires_in` (at least 40 s are
+/// needed: Databricks answers "Token is expiring within 30 seconds" before that).
+pub const WORKSPACE_TOKEN_MARGIN: TimeDelta = TimeDelta::seconds(60);
+
+/// Lifetime assumed when the token endpoint gives no `expires_in`.
+const DEFAULT_WORKSPACE_TOKEN_LIFETIME: i64 = 3600;
+
+/// A minted database token and the server's expiry.
+pub(crate) struct Minted {
+    pub token: Secret,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
+    /// The workspace bearer token: the PAT, or an OAuth M2M token from memory, the key-value
+    /// store, or the token endpoint. `refresh` skips both caches.
+    pub(crate) async fn workspace_token(&self, refresh: bool) -> Result<Secret, Error> {
+        let (client_id, client_secret) = match &self.config.auth {
+            WorkspaceAuth::Pat(token) => return Ok(token.clone()),
+            WorkspaceAuth::OAuthM2M {
+                client_id,
+                client_secret,
+            } => (client_id, client_secret),
+        };
+        let mut memory = self.workspace_token.lock().await;
+        let now = self.clock.now();
+        if !refresh {
+            if let Some((token, until)) = memory.as_ref()
+                && now < *until
+            {
+                return Ok(token.clone());
+            }
+            if let Some((token, until)) =
+                cache::read_workspace_token(&self.kv, &self.keys.workspace_token).await
+                && now < until
+            {
+                *memory = Some((token.clone(), until));
+                return Ok(token);
+            }
+        }
+        let (token, until) = self.fetch_oauth_token(client_id, client_secret).await?;
+        cache::write_workspace_token(&self.kv, &self.keys.workspace_token, &token, until).await;
+        *memory = Some((token.clone(), until));
+        Ok(token)
+    }
+
+    /// Forgets the OAuth workspace token (after the API rejected it).
+    async fn drop_workspace_token(&self) {
+        *self.workspace_token.lock().await = None;
+        cache::delete(&self.kv, &self.keys.workspace_token, "workspace token").await;
+    }
+
+    async fn fetch_oauth_token(
+        &self,
+        client_id: &str,
+        client_secret: &Secret,
+    ) -> Result<(Secret, DateTime<Utc>), Error> {
+        let url = format!("{}/oidc/v1/token", self.config.workspace);
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{client_id}:{}", client_secret.expose()));
+        let build = || {
+            let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
+                .expect("base64 is a valid header value");
+            auth.set_sensitive(true);
+            http::Request::builder()
+                .method(Method::POST)
+                .uri(&url)
+                .header(header::AUTHORIZATION, auth)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::ACCEPT, "application/json")
+                .body(b"grant_type=client_credentials&scope=all-apis".to_vec())
+                .expect("valid request")
+        };
+        let what = "the OAuth token request";
+        let response = self.send_with_retry(build, what).await?;
+        let status = response.status().as_u16();
+        let body = response.body();
+        if status == 400 || status == 401 || status == 403 {
+            return Err(Error::new(
+                ErrorKind::WorkspaceAuth,
+                format!(
+                    "the workspace rejected the service principal's credentials ({}): check `{}` and `{}`",
+                    self.server_message(body),
+                    var::DATABRICKS_CLIENT_ID,
+                    var::DATABRICKS_CLIENT_SECRET
+                ),
+            ));
+        }
+        if !(200..300).contains(&status) {
+            return Err(self.status_error(&response, what));
+        }
+        let parsed: Value = serde_json::from_slice(body).map_err(|_| self.unreadable(what))?;
+        let token = parsed
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.unreadable(what))?;
+        let lifetime = match parsed.get("expires_in") {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(DEFAULT_WORKSPACE_TOKEN_LIFETIME);
+        let until = self.clock.now() + TimeDelta::seconds(lifetime) - WORKSPACE_TOKEN_MARGIN;
+        log::info(&format!(
+            "obtained an OAuth workspace token for client {client_id}"
+        ));
+        Ok((Secret::new(token), until))
+    }
+
+    /// Calls a workspace API with the bearer token; on 401 (or 403 "expiring") with an OAuth
+    /// token, fetches a new token and tries once more.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+    ) -> Result<Value, Error> {
+        let url = format!("{}{}", self.config.workspace, path);
+        let mut refreshed = false;
+        loop {
+            let token = self.workspace_token(refreshed).await?;
+            let build = || {
+                let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+                auth.set_sensitive(true);
+                let mut b = http::Request::builder()
+                    .method(method.clone())
+                    .uri(&url)
+                    .header(header::AUTHORIZATION, auth)
+                    .header(header::ACCEPT, "application/json");
+                let bytes = match &body {
+                    Some(v) => {
+                        b = b.header(header::CONTENT_TYPE, "application/json");
+                        serde_json::to_vec(v).expect("JSON value serializes")
+                    }
+                    None => Vec::new(),
+                };
+                b.body(bytes).expect("valid request")
+            };
+            let response = self.send_with_retry(build, what).await?;
+            let status = response.status().as_u16();
+            let oauth = matches!(self.config.auth, WorkspaceAuth::OAuthM2M { .. });
+            let expiring = status == 403
+                && String::from_utf8_lossy(response.body()).contains("Token is expiring");
+            if oauth && !refreshed && (status == 401 || expiring) {
+                log::info(&format!(
+                    "{what}: workspace token rejected ({status}), fetching a new one"
+                ));
+                self.drop_workspace_token().await;
+                refreshed = true;
+                continue;
+            }
+            if !(200..300).contains(&status) {
+                return Err(self.status_error(&response, what));
+            }
+            return serde_json::from_slice(response.body()).map_err(|_| self.unreadable(what));
+        }
+    }
+
+    /// Mints a database credential for the configured endpoint or instance.
+    pub(crate) async fn mint_token(&self) -> Result<Minted, Error> {
+        let (path, body, field) = match &self.config.target {
+            Target::Endpoint(endpoint) => (
+                "/api/2.0/postgres/credentials",
+                json!({ "endpoint": endpoint }),
+                "expire_time",
+            ),
+            Target::Instance(instance) => (
+                "/api/2.0/database/credentials",
+                json!({ "instance_names": [instance], "request_id": uuid::Uuid::new_v4().to_string() }),
+                "expiration_time",
+            ),
+        };
+        let what = "the database credential request";
+        let value = self.call(Method::POST, path, Some(body), what).await?;
+        let token = value
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.unreadable(what))?;
+        let expires_at = match value.get(field).and_then(Value::as_str).map(parse_expiry) {
+            Some(Some(t)) => t,
+            _ => {
+                log::warn(&format!(
+                    "the credential response has no readable `{field}`; assuming it expires in one hour"
+                ));
+                self.clock.now() + ASSUMED_LIFETIME
+            }
+        };
+        Ok(Minted {
+            token: Secret::new(token),
+            expires_at,
+        })
+    }
+
+    /// The Postgres host of the endpoint or instance.
+    pub(crate) async fn lookup_host(&self) -> Result<String, Error> {
+        let (path, pointer) = match &self.config.target {
+            Target::Endpoint(e) => (format!("/api/2.0/postgres/{e}"), "/status/hosts/host"),
+            Target::Instance(i) => (
+                format!("/api/2.0/database/instances/{i}"),
+                "/read_write_dns",
+            ),
+        };
+        let value = self
+            .call(Method::GET, &path, None, "the host look-up")
+            .await?;
+        value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "`{}` has no host yet (is it starting?): try again, or set `{}`",
+                        self.config.target.name(),
+                        var::PGHOST
+                    ),
+                )
+            })
+    }
+
+    /// The calling user's name (SCIM `Me.userName`), the Postgres role of a PAT user.
+    pub(crate) async fn lookup_user(&self) -> Result<String, Error> {
+        let value = self
+            .call(
+                Method::GET,
+                "/api/2.0/preview/scim/v2/Me",
+                None,
+                "the user look-up",
+            )
+            .await?;
+        value
+            .get("userName")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| self.unreadable("the user look-up"))
+    }
+
+    /// Sends a request, retrying 429/502/503/504 and network errors within the policy.
+    async fn send_with_retry(
+        &self,
+        build: impl Fn() -> HttpRequest,
+        what: &str,
+    ) -> Result<HttpResponse, Error> {
+        let start = self.clock.now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let (hint, failure) = match self.http.send(build()).await {
+                Ok(response) if is_retryable_status(response.status().as_u16()) => (
+                    retry_after(response.headers()),
+                    format!(
+                        "databricks answered {} to {what} ({})",
+                        response.status(),
+                        self.server_message(response.body())
+                    ),
+                ),
+                Ok(response) => return Ok(response),
+                Err(e) => (
+                    None,
+                    format!(
+                        "could not reach {} for {what}: {}",
+                        self.config.workspace,
+                        self.scrub(&e)
+                    ),
+                ),
+            };
+            let elapsed = (self.clock.now() - start)
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            match self.retry.next_delay(attempt, elapsed, hint) {
+                Some(delay) => {
+                    log::info(&format!("{failure}; retrying in {}s", delay.as_secs_f32()));
+                    self.clock.sleep(delay).await;
+                }
+                None => {
+                    let elapsed = (self.clock.now() - start).num_milliseconds() as f64 / 1000.0;
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!("{failure}; gave up after {attempt} attempts over {elapsed:.1}s"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The error for a non-2xx answer that is not retried (or no longer).
+    fn status_error(&self, response: &HttpResponse, what: &str) -> Error {
+        let status = response.status();
+        let message = self.server_message(response.body());
+        let target = &self.config.target;
+        let (kind, advice) = match status.as_u16() {
+            401 => (
+                ErrorKind::WorkspaceAuth,
+                match self.config.auth {
+                    WorkspaceAuth::Pat(_) => format!(
+                        "the workspace rejected the personal access token: check `{}` (expired or revoked?)",
+                        var::DATABRICKS_TOKEN
+                    ),
+                    WorkspaceAuth::OAuthM2M { .. } => format!(
+                        "the workspace rejected a fresh OAuth token: check `{}` and `{}`",
+                        var::DATABRICKS_CLIENT_ID,
+                        var::DATABRICKS_CLIENT_SECRET
+                    ),
+                },
+            ),
+            403 => (
+                ErrorKind::Permission,
+                format!(
+                    "the principal lacks permission for {what} on `{}`: grant it access to the Lakebase {} in Databricks",
+                    target.name(),
+                    if matches!(target, Target::Endpoint(_)) {
+                        "project"
+                    } else {
+                        "instance"
+                    }
+                ),
+            ),
+            404 => (
+                ErrorKind::NotFound,
+                format!(
+                    "`{}` was not found in {}: check `{}`",
+                    target.name(),
+                    self.config.workspace,
+                    target.variable()
+                ),
+            ),
+            400 | 409 | 422 => (
+                ErrorKind::BadRequest,
+                format!(
+                    "databricks refused {what} as invalid: check `{}`",
+                    target.variable()
+                ),
+            ),
+            _ => (
+                ErrorKind::Unavailable,
+                format!("databricks failed to answer {what}"),
+            ),
+        };
+        Error::new(
+            kind,
+            format!("{advice} (HTTP {}: {message})", status.as_u16()),
+        )
+        .with_source(Cause(format!("HTTP {status}")))
+    }
+
+    fn unreadable(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("databricks sent an unreadable answer to {what}"),
+        )
+    }
+
+    /// A short, secret-free summary of an error body: `CODE: message`, OAuth `error: description`,
+    /// the first 200 characters of text, or what kind of body it was.
+    fn server_message(&self, body: &[u8]) -> String {
+        let text = String::from_utf8_lossy(body);
+        let trimmed = text.trim();
+        let summary = if trimmed.is_empty() {
+            "empty body".to_owned()
+        } else if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
+            let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+            match (
+                s("error_code"),
+                s("message"),
+                s("error"),
+                s("error_description"),
+            ) {
+                (Some(code), Some(msg), _, _) => format!("{code}: {msg}"),
+                (Some(code), None, _, _) => code,
+                (None, Some(msg), _, _) => msg,
+                (None, None, Some(err), Some(desc)) => format!("{err}: {desc}"),
+                (None, None, Some(err), None) => err,
+                _ => "unrecognised JSON body".to_owned(),
+            }
+        } else if trimmed.starts_with('<') {
+            "an HTML page".to_owned()
+        } else {
+            trimmed.chars().take(200).collect()
+        };
+        self.scrub(&summary)
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        match &self.config.auth {
+            WorkspaceAuth::Pat(t) => scrub(text, &[t]),
+            WorkspaceAuth::OAuthM2M { client_secret, .. } => scrub(text, &[client_secret]),
+        }
+    }
+}
+
+/// RFC 3339 with any number of fractional digits, `Z` or an offset.
+pub(crate) fn parse_expiry(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_with_and_without_fractions() {
+        let base = parse_expiry("2026-02-06T18:00:00Z").unwrap();
+        assert_eq!(base.timestamp(), 1_770_400_800);
+        for s in [
+            "2026-02-06T18:00:00.000Z",
+            "2026-02-06T18:00:00.123456Z",
+            "2026-02-06T18:00:00.123456789Z",
+            "2026-02-06T19:00:00+01:00",
+        ] {
+            assert_eq!(
+                parse_expiry(s).unwrap().timestamp(),
+                base.timestamp(),
+                "{s}"
+            );
+        }
+        assert!(parse_expiry("tomorrow").is_none());
+        assert!(parse_expiry("").is_none());
+    }
+}

@@ -87,6 +87,12 @@ impl Error {
         self
     }
 
+    /// An error of `kind` with a message, for code built on this crate (e.g. an app that
+    /// reports its own failures in the same shape). The message must not contain secrets.
+    pub fn from_message(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error::new(kind, message)
+    }
+
     /// Who must act.
     pub fn kind(&self) -> ErrorKind {
         self.kind

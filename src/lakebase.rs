@@ -74,9 +74,9 @@ fn classify_login_failure(message: &str) -> LoginFailure {
     } else if m.contains("not allowed")
         || m.contains("not permitted")
         || m.contains("allowed_outbound_hosts")
+        || m.contains("invalid connection string")
+        || m.contains("invalid configuration")
     {
-        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGHOST))
-    } else if m.contains("invalid connection string") || m.contains("invalid configuration") {
         LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGHOST))
     } else if m.contains("certificate") || m.contains("unknownissuer") || m.contains("invalid peer")
     {

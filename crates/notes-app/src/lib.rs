@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use lakebase_spin::host::Clock as _;
 use lakebase_spin::spin::{SpinPg, database_error, lakebase};
 use lakebase_spin::{Connected, ErrorKind};
 use serde::Deserialize;
@@ -177,10 +178,7 @@ async fn health() -> Result<Reply, Failure> {
 
 /// Unix seconds now, from the host's wall clock.
 fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    lakebase_spin::SystemClock.now().timestamp()
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,657 @@
+//! The credential flow of the core, natively, over fakes: a manual clock, an in-memory
+//! key-value store, a scripted workspace that checks every request, and a token-checking login.
+
+mod fakes;
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use fakes::*;
+use futures::executor::block_on;
+use lakebase_spin::{Config, CredentialSource, ErrorKind, Lakebase, RetryPolicy};
+
+const START: &str = "2026-02-06T12:00:00Z";
+
+type Client = Lakebase<FakeWorkspace, MemKv, ManualClock>;
+
+struct World {
+    clock: ManualClock,
+    kv: MemKv,
+    ws: FakeWorkspace,
+    pg: FakePg,
+    vars: MapVars,
+}
+
+impl World {
+    fn m2m() -> World {
+        Self::with_vars(&[
+            ("databricks_host", HOST),
+            ("databricks_client_id", CLIENT_ID),
+            ("databricks_client_secret", CLIENT_SECRET),
+            ("lakebase_endpoint", ENDPOINT),
+        ])
+    }
+
+    fn with_vars(vars: &[(&str, &str)]) -> World {
+        let clock = ManualClock::at(START);
+        let ws = FakeWorkspace::new(&clock);
+        World {
+            pg: FakePg::new(&ws),
+            kv: MemKv::default(),
+            ws,
+            clock,
+            vars: MapVars::new(vars),
+        }
+    }
+
+    /// A new WebAssembly instance: empty memory, same store, same workspace.
+    fn instance(&self) -> Client {
+        let config = block_on(Config::load(&self.vars)).expect("valid config");
+        Lakebase::new(config, self.ws.clone(), self.kv.clone(), self.clock.clone())
+    }
+}
+
+fn source(c: &Client) -> CredentialSource {
+    block_on(c.credential()).unwrap().1
+}
+
+#[test]
+fn cold_mint_then_reuse_from_memory_and_kv() {
+    let w = World::m2m();
+    let a = w.instance();
+    let (cred, src) = block_on(a.credential()).unwrap();
+    assert_eq!(src, CredentialSource::Minted);
+    assert_eq!(
+        cred.user, CLIENT_ID,
+        "a service principal logs in as its client id"
+    );
+    assert_eq!(cred.host, PG_HOST, "host looked up from the endpoint");
+    assert_eq!(cred.port, 5432);
+    assert_eq!(cred.database, "databricks_postgres");
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 1);
+    assert_eq!(w.ws.mints(), 1);
+    assert_eq!(w.ws.count(ENDPOINT_ROUTE), 1);
+    assert_eq!(
+        w.kv.keys_with(":cred:").len(),
+        1,
+        "credential stored for other instances"
+    );
+    assert!(
+        w.kv.keys_with(":lease:").is_empty(),
+        "lease released after the mint"
+    );
+
+    w.clock.advance(TimeDelta::minutes(10));
+    assert_eq!(source(&a), CredentialSource::Memory);
+    let b = w.instance();
+    assert_eq!(source(&b), CredentialSource::Kv);
+    assert_eq!(source(&b), CredentialSource::Memory);
+    w.clock
+        .advance(TimeDelta::minutes(34) + TimeDelta::seconds(59));
+    assert_eq!(
+        source(&w.instance()),
+        CredentialSource::Kv,
+        "44:59 after minting: still reused"
+    );
+    assert_eq!(w.ws.mints(), 1);
+    assert_eq!(
+        w.ws.count(ENDPOINT_ROUTE),
+        1,
+        "host look-up cached with the credential"
+    );
+}
+
+#[test]
+fn remints_at_exactly_45_minutes_and_after() {
+    let w = World::m2m();
+    let a = w.instance();
+    let (first, _) = block_on(a.credential()).unwrap();
+    w.clock.advance(TimeDelta::minutes(45));
+    let (second, src) = block_on(a.credential()).unwrap();
+    assert_eq!(src, CredentialSource::Minted, "stale at the boundary");
+    assert_ne!(first.token, second.token);
+    assert_eq!(w.ws.mints(), 2);
+    assert_eq!(
+        source(&w.instance()),
+        CredentialSource::Kv,
+        "the new one is shared"
+    );
+    w.clock.advance(TimeDelta::minutes(50));
+    assert_eq!(source(&a), CredentialSource::Minted);
+    assert_eq!(w.ws.mints(), 3);
+}
+
+#[test]
+fn server_expiry_earlier_than_45_minutes_wins() {
+    let w = World::m2m();
+    w.ws.set_db_token_lifetime(TimeDelta::minutes(20));
+    let a = w.instance();
+    let (cred, _) = block_on(a.credential()).unwrap();
+    // expires 12:20:00.123; served until 2 minutes before.
+    assert_eq!(cred.reuse_until().to_rfc3339(), "2026-02-06T12:18:00+00:00");
+    w.clock
+        .advance(TimeDelta::minutes(17) + TimeDelta::seconds(59));
+    assert_eq!(source(&a), CredentialSource::Memory);
+    w.clock.advance(TimeDelta::seconds(1));
+    assert_eq!(source(&a), CredentialSource::Minted);
+}
+
+#[test]
+fn autoscaling_expire_time_with_every_fraction_width() {
+    for digits in [0, 3, 6, 9] {
+        let w = World::m2m();
+        w.ws.set_fraction_digits(digits);
+        w.ws.set_db_token_lifetime(TimeDelta::minutes(30));
+        let (cred, _) = block_on(w.instance().credential()).unwrap();
+        // Minted at 12:00:00 (+25 ms of lease settling); the fake adds 123 ms to its expiry.
+        assert_eq!(
+            cred.expires_at.timestamp(),
+            w.clock.get().timestamp() + 1800,
+            "{digits} digits"
+        );
+        let want_ms = if digits == 0 { 0 } else { 148 };
+        assert_eq!(
+            cred.expires_at.timestamp_subsec_millis(),
+            want_ms,
+            "{digits} digits"
+        );
+        assert_eq!(
+            cred.reuse_until().timestamp(),
+            (cred.expires_at - TimeDelta::minutes(2)).timestamp(),
+            "{digits} digits"
+        );
+    }
+}
+
+fn provisioned_world() -> World {
+    World::with_vars(&[
+        ("databricks_host", "adb-1.cloud.databricks.com"),
+        ("databricks_client_id", CLIENT_ID),
+        ("databricks_client_secret", CLIENT_SECRET),
+        ("lakebase_instance", INSTANCE),
+        ("pgport", "6543"),
+    ])
+}
+
+#[test]
+fn provisioned_api_reads_expiration_time() {
+    let w = provisioned_world();
+    w.ws.set_db_token_lifetime(TimeDelta::minutes(30));
+    w.ws.set_fraction_digits(6);
+    let (cred, src) = block_on(w.instance().credential()).unwrap();
+    assert_eq!(src, CredentialSource::Minted);
+    assert_eq!(w.ws.count(PROVISIONED_ROUTE), 1);
+    assert_eq!(w.ws.count(INSTANCE_ROUTE), 1);
+    assert_eq!(cred.host, "instance-1.database.cloud.databricks.com");
+    assert_eq!(cred.port, 6543);
+    assert_eq!(
+        cred.reuse_until().format("%H:%M:%S").to_string(),
+        "12:28:00"
+    );
+    // A second mint sends a fresh request_id (the fake asserts it).
+    w.clock.advance(TimeDelta::minutes(29));
+    assert_eq!(source(&w.instance()), CredentialSource::Minted);
+}
+
+#[test]
+fn unreadable_expiry_assumes_one_hour() {
+    let w = provisioned_world();
+    w.ws.set_provisioned_expiry_field("expire_time"); // the wrong field: as if the API changed
+    w.ws.set_db_token_lifetime(TimeDelta::minutes(10));
+    let (cred, _) = block_on(w.instance().credential()).unwrap();
+    assert_eq!(cred.expires_at, w.clock.get() + TimeDelta::hours(1));
+    assert_eq!(cred.reuse_until(), w.clock.get() + TimeDelta::minutes(45));
+}
+
+#[test]
+fn workspace_token_reused_then_refreshed_when_it_expires() {
+    let w = World::m2m();
+    let a = w.instance();
+    block_on(a.credential()).unwrap();
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 1);
+    // 45 minutes later the workspace token (1 h, minus a 60 s margin) is still good.
+    w.clock.advance(TimeDelta::minutes(45));
+    block_on(w.instance().credential()).unwrap();
+    assert_eq!(
+        w.ws.count(TOKEN_ROUTE),
+        1,
+        "workspace token reused across instances via kv"
+    );
+    assert_eq!(w.ws.mints(), 2);
+    // 59 minutes after it was issued it is within the margin: a new one is fetched.
+    w.clock.advance(TimeDelta::minutes(14));
+    w.clock.advance(TimeDelta::seconds(1));
+    w.clock.advance(TimeDelta::minutes(45));
+    block_on(a.credential()).unwrap();
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 2);
+}
+
+#[test]
+fn rejected_workspace_token_is_refreshed_once_and_retried() {
+    let w = World::m2m();
+    let a = w.instance();
+    block_on(a.credential()).unwrap();
+    w.ws.expire_workspace_tokens();
+    w.clock.advance(TimeDelta::minutes(46));
+    let (_, src) = block_on(a.credential()).unwrap();
+    assert_eq!(src, CredentialSource::Minted);
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 2, "401 → new workspace token");
+    // The first call of the second mint (the host look-up) got the 401 and was retried.
+    assert_eq!(w.ws.count(ENDPOINT_ROUTE), 3);
+    assert_eq!(w.ws.count(AUTOSCALING_ROUTE), 2);
+}
+
+#[test]
+fn persistent_401_is_workspace_auth_after_one_refresh() {
+    let w = World::m2m();
+    for _ in 0..2 {
+        w.ws.script(
+            AUTOSCALING_ROUTE,
+            Scripted::Status(
+                401,
+                None,
+                r#"{"error_code":"UNAUTHENTICATED","message":"Invalid access token."}"#.into(),
+            ),
+        );
+    }
+    let e = block_on(w.instance().credential()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WorkspaceAuth);
+    assert!(e.message().contains("databricks_client_secret"), "{e}");
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 2);
+    assert_eq!(w.ws.count(AUTOSCALING_ROUTE), 2, "exactly one retry");
+}
+
+#[test]
+fn retries_429_and_503_honouring_retry_after() {
+    let w = World::m2m();
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Status(
+            429,
+            Some("3"),
+            r#"{"error_code":"REQUEST_LIMIT_EXCEEDED","message":"slow down"}"#.into(),
+        ),
+    );
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Status(503, None, "<html>unavailable</html>".into()),
+    );
+    w.ws.script(AUTOSCALING_ROUTE, Scripted::Network("connection reset"));
+    let (_, src) = block_on(w.instance().credential()).unwrap();
+    assert_eq!(src, CredentialSource::Minted);
+    assert_eq!(w.ws.count(AUTOSCALING_ROUTE), 4);
+    assert_eq!(
+        w.clock.long_sleeps(),
+        vec![
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+            Duration::from_secs(1)
+        ],
+        "Retry-After honoured, 1 s by default"
+    );
+}
+
+#[test]
+fn gives_up_after_bounded_attempts_as_unavailable() {
+    let w = World::m2m();
+    for _ in 0..10 {
+        w.ws.script(
+            AUTOSCALING_ROUTE,
+            Scripted::Status(
+                503,
+                Some("1"),
+                r#"{"error_code":"TEMPORARILY_UNAVAILABLE","message":"try later"}"#.into(),
+            ),
+        );
+    }
+    let e = block_on(w.instance().credential()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.is_retryable());
+    assert_eq!(
+        w.ws.count(AUTOSCALING_ROUTE),
+        4,
+        "default policy: 4 attempts"
+    );
+    assert!(e.message().contains("4 attempts"), "{e}");
+    assert!(e.message().contains("TEMPORARILY_UNAVAILABLE"), "{e}");
+
+    // A Retry-After beyond the time budget is not waited for.
+    let w = World::m2m();
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Status(429, Some("60"), "{}".into()),
+    );
+    let c = w.instance().with_retry_policy(RetryPolicy {
+        max_delay: Duration::from_secs(60),
+        ..RetryPolicy::default()
+    });
+    let e = block_on(c.credential()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(w.ws.count(AUTOSCALING_ROUTE), 1);
+    assert!(w.clock.long_sleeps().is_empty());
+}
+
+#[test]
+fn other_4xx_and_500_fail_fast_with_who_must_act() {
+    let cases = [
+        (
+            403,
+            r#"{"error_code":"PERMISSION_DENIED","message":"User does not have USE on project"}"#,
+            ErrorKind::Permission,
+            "PERMISSION_DENIED",
+        ),
+        (
+            404,
+            r#"{"error_code":"NOT_FOUND","message":"Endpoint not found"}"#,
+            ErrorKind::NotFound,
+            "lakebase_endpoint",
+        ),
+        (
+            400,
+            r#"{"error_code":"INVALID_PARAMETER_VALUE","message":"bad endpoint"}"#,
+            ErrorKind::BadRequest,
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (500, "", ErrorKind::Unavailable, "empty body"),
+        (
+            409,
+            "plain text conflict",
+            ErrorKind::BadRequest,
+            "plain text conflict",
+        ),
+    ];
+    for (status, body, kind, needle) in cases {
+        let w = World::m2m();
+        w.ws.script(
+            AUTOSCALING_ROUTE,
+            Scripted::Status(status, Some("1"), body.into()),
+        );
+        let e = block_on(w.instance().credential()).unwrap_err();
+        assert_eq!(e.kind(), kind, "{status}: {e}");
+        assert!(e.message().contains(needle), "{status}: {e}");
+        assert!(e.message().contains(&status.to_string()), "{status}: {e}");
+        assert_eq!(w.ws.count(AUTOSCALING_ROUTE), 1, "{status} is not retried");
+        assert!(w.clock.long_sleeps().is_empty());
+    }
+}
+
+#[test]
+fn bad_client_secret_is_workspace_auth_naming_the_variables() {
+    let w = World::with_vars(&[
+        ("databricks_host", HOST),
+        ("databricks_client_id", CLIENT_ID),
+        ("databricks_client_secret", "wrong-secret-value"),
+        ("lakebase_endpoint", ENDPOINT),
+    ]);
+    let e = block_on(w.instance().credential()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WorkspaceAuth);
+    assert!(e.message().contains("invalid_client"), "{e}");
+    assert!(
+        e.message().contains("databricks_client_id")
+            && e.message().contains("databricks_client_secret"),
+        "{e}"
+    );
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 1, "not retried");
+    assert_eq!(w.ws.mints(), 0);
+}
+
+#[test]
+fn pat_user_comes_from_scim_and_pat_is_sent_as_bearer() {
+    let w = World::with_vars(&[
+        ("databricks_host", HOST),
+        ("databricks_token", PAT),
+        ("lakebase_endpoint", ENDPOINT),
+        ("pghost", "db.example.com"),
+    ]);
+    let (cred, _) = block_on(w.instance().credential()).unwrap();
+    assert_eq!(cred.user, PAT_USER);
+    assert_eq!(cred.host, "db.example.com", "configured host: no look-up");
+    assert_eq!(w.ws.count(ENDPOINT_ROUTE), 0);
+    assert_eq!(w.ws.count(ME_ROUTE), 1);
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 0, "a PAT needs no OAuth call");
+}
+
+#[test]
+fn corrupt_or_old_records_are_misses() {
+    for junk in [
+        &b"not json"[..],
+        br#"{"v":99,"token":"x"}"#,
+        br#"{"v":1}"#,
+        b"",
+    ] {
+        let w = World::m2m();
+        let a = w.instance();
+        block_on(a.credential()).unwrap();
+        let key = w.kv.keys_with(":cred:").pop().unwrap();
+        w.kv.put_raw(&key, junk);
+        assert_eq!(
+            source(&w.instance()),
+            CredentialSource::Minted,
+            "{:?}",
+            String::from_utf8_lossy(junk)
+        );
+        assert_eq!(w.ws.mints(), 2);
+        assert_eq!(
+            source(&w.instance()),
+            CredentialSource::Kv,
+            "rewritten in the current format"
+        );
+    }
+}
+
+#[test]
+fn failing_store_is_bypassed_not_fatal() {
+    let w = World::m2m();
+    w.kv.failing.set(true);
+    let a = w.instance();
+    assert_eq!(source(&a), CredentialSource::Minted);
+    assert_eq!(source(&a), CredentialSource::Memory, "memory still works");
+    assert_eq!(
+        source(&w.instance()),
+        CredentialSource::Minted,
+        "no sharing without the store"
+    );
+    let db = block_on(a.connect(&w.pg)).expect("connects without a store");
+    assert_eq!(db.source, CredentialSource::Memory);
+}
+
+#[test]
+fn concurrent_requests_in_one_instance_share_one_mint() {
+    let w = World::m2m();
+    let a = w.instance();
+    let results = block_on(futures::future::join_all((0..8).map(|_| a.credential())));
+    let sources: Vec<_> = results.into_iter().map(|r| r.unwrap().1).collect();
+    assert_eq!(w.ws.mints(), 1);
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 1);
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| **s == CredentialSource::Minted)
+            .count(),
+        1
+    );
+    assert!(
+        sources
+            .iter()
+            .skip(1)
+            .all(|s| *s == CredentialSource::Memory)
+    );
+}
+
+#[test]
+fn concurrent_instances_defer_to_the_lease_holder() {
+    let w = World::m2m();
+    let instances: Vec<Client> = (0..4).map(|_| w.instance()).collect();
+    let results = block_on(futures::future::join_all(
+        instances.iter().map(|c| c.credential()),
+    ));
+    let sources: Vec<_> = results.into_iter().map(|r| r.unwrap().1).collect();
+    assert_eq!(w.ws.mints(), 1, "{sources:?}");
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| **s == CredentialSource::Kv)
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn stale_lease_of_a_dead_instance_does_not_block() {
+    let w = World::m2m();
+    let a = w.instance();
+    block_on(a.credential()).unwrap();
+    let key =
+        w.kv.keys_with(":cred:")
+            .pop()
+            .unwrap()
+            .replace(":cred:", ":lease:");
+    let until = (w.clock.get() + TimeDelta::seconds(5)).timestamp_millis();
+    w.kv.put_raw(
+        &key,
+        format!(r#"{{"holder":"dead","until_ms":{until}}}"#).as_bytes(),
+    );
+    w.clock.advance(TimeDelta::minutes(46));
+    // The lease ended long ago: mint at once.
+    assert_eq!(source(&w.instance()), CredentialSource::Minted);
+    assert!(w.clock.long_sleeps().is_empty());
+}
+
+#[test]
+fn rejected_token_is_dropped_and_reminted_once() {
+    let w = World::m2m();
+    let a = w.instance();
+    let first = block_on(a.connect(&w.pg)).unwrap();
+    assert_eq!(first.source, CredentialSource::Minted);
+    // Revoked behind the app's back: the cached token no longer logs in.
+    w.pg.revoked
+        .borrow_mut()
+        .insert(first.credential.token.expose().to_owned());
+    let b = w.instance();
+    let second = block_on(b.connect(&w.pg)).unwrap();
+    assert_eq!(second.source, CredentialSource::Minted);
+    assert_ne!(second.credential.token, first.credential.token);
+    assert_eq!(w.ws.mints(), 2, "exactly one re-mint");
+    // The replacement is what the other instances see now.
+    let third = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(third.source, CredentialSource::Kv);
+    assert_eq!(third.credential.token, second.credential.token);
+    // The first instance still holds the revoked token in memory: it recovers too, and does not
+    // delete the good record from the store.
+    let again = block_on(a.connect(&w.pg)).unwrap();
+    assert_eq!(again.credential.token, second.credential.token);
+    assert_eq!(again.source, CredentialSource::Kv);
+    assert_eq!(w.ws.mints(), 2);
+}
+
+#[test]
+fn a_fresh_token_rejected_again_is_a_database_error() {
+    let w = World::m2m();
+    for _ in 0..2 {
+        w.pg.fail_next
+            .borrow_mut()
+            .push_back("FATAL: password authentication failed for user \"x\" (28P01)".into());
+    }
+    let e = block_on(w.instance().connect(&w.pg)).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Database);
+    assert_eq!(e.sqlstate(), Some("28P01"));
+    assert!(e.is_auth());
+    assert!(e.message().contains("pguser"), "{e}");
+    assert_eq!(w.ws.mints(), 2, "one re-mint, no loop");
+}
+
+#[test]
+fn transient_connect_failures_are_retried_then_unavailable() {
+    let w = World::m2m();
+    w.pg.fail_next
+        .borrow_mut()
+        .push_back("Connection refused (os error 111)".into());
+    let db = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(db.source, CredentialSource::Minted);
+    assert_eq!(w.clock.long_sleeps(), vec![Duration::from_secs(1)]);
+
+    let w = World::m2m();
+    for _ in 0..10 {
+        w.pg.fail_next
+            .borrow_mut()
+            .push_back("Connection refused (os error 111)".into());
+    }
+    let e = block_on(w.instance().connect(&w.pg)).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(w.ws.mints(), 1, "not an auth failure: no re-mint");
+
+    let w = World::m2m();
+    w.pg.fail_next
+        .borrow_mut()
+        .push_back("db error: FATAL: role \"x\" does not exist (28000)".into());
+    let e = block_on(w.instance().connect(&w.pg)).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Permission);
+    assert_eq!(e.sqlstate(), Some("28000"));
+}
+
+/// Every Debug and Display of every value and error of a run, including their sources.
+fn all_text(e: &lakebase_spin::Error) -> String {
+    let mut out = format!("{e} {e:?}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(&format!(" {s} {s:?}"));
+        source = s.source();
+    }
+    out
+}
+
+#[test]
+fn no_secret_in_any_debug_or_display() {
+    let w = World::m2m();
+    let a = w.instance();
+    let db = block_on(a.connect(&w.pg)).unwrap();
+    let token = db.credential.token.expose().to_owned();
+    let mut text = format!("{:?} {:?} {:?}", db.credential, a.config(), db.source);
+
+    // Errors on every path: logins rejected twice (the fake's message echoes the whole
+    // connection string with the password), 5xx bodies and network errors that echo a secret.
+    w.pg.reject_all.set(true);
+    w.clock.advance(TimeDelta::minutes(46));
+    let e = block_on(a.connect(&w.pg)).err().unwrap();
+    text.push_str(&all_text(&e));
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Status(
+            500,
+            None,
+            format!(r#"{{"error_code":"INTERNAL","message":"echo {CLIENT_SECRET}"}}"#),
+        ),
+    );
+    w.clock.advance(TimeDelta::minutes(46));
+    let e = block_on(w.instance().credential()).unwrap_err();
+    text.push_str(&all_text(&e));
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Network("reset while sending dose0123456789secretvalue"),
+    );
+    w.ws.script(AUTOSCALING_ROUTE, Scripted::Status(400, None, "x".into()));
+    let e = block_on(w.instance().credential()).unwrap_err();
+    text.push_str(&all_text(&e));
+
+    let pat = World::with_vars(&[
+        ("databricks_host", HOST),
+        ("databricks_token", PAT),
+        ("lakebase_endpoint", ENDPOINT),
+    ]);
+    pat.ws.script(
+        ME_ROUTE,
+        Scripted::Status(403, None, format!("forbidden for {PAT}")),
+    );
+    let e = block_on(pat.instance().credential()).unwrap_err();
+    text.push_str(&all_text(&e));
+    text.push_str(&format!("{:?}", pat.instance().config()));
+
+    for secret in [token.as_str(), CLIENT_SECRET, PAT] {
+        assert!(!text.contains(secret), "secret leaked: {text}");
+    }
+    for minted in w.ws.minted() {
+        assert!(!text.contains(&minted), "token leaked: {text}");
+    }
+    // The store holds the token (it is the cache), but never the client secret.
+    assert!(!w.kv.dump().contains(CLIENT_SECRET));
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project. Installs what it needs first (idempotent):
+# the wasm32-wasip2 target, PostgreSQL and Redis from Debian's packages, python3-venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+    echo "==> installing ${need_apt[*]} from Debian's packages"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+# Tests print their own messages; keep them free of backtraces.
+unset RUST_BACKTRACE
+
+echo "==> format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "==> the app component (release .wasm)"
+cargo build --target wasm32-wasip2 --release -p lakebase-notes
+
+echo "==> tests"
+cargo test --workspace

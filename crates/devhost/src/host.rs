@@ -1,0 +1,537 @@
+//! The host: compiles the component once, gives each request a fresh instance with Spin's
+//! interfaces (variables, key-value, postgres, outbound HTTP), and serves `wasi:http`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmtime::component::{Accessor, Component, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p3::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::bindings::spin::key_value::key_value as kvw;
+use crate::bindings::spin::postgres::postgres as pgw;
+use crate::bindings::spin::variables::variables as varw;
+use crate::kv;
+use crate::manifest::{AllowedHost, App};
+use crate::pg;
+
+/// How to run an app.
+#[derive(Clone, Debug, Default)]
+pub struct DevhostOptions {
+    /// `spin.toml`, or the directory holding it.
+    pub manifest: PathBuf,
+    /// Where the default key-value store lives (default `.spin` beside the manifest).
+    pub state_dir: Option<PathBuf>,
+    /// `--variable name=value` pairs.
+    pub variables: HashMap<String, String>,
+    /// Environment to read `SPIN_VARIABLE_*` from (`None`: the process environment).
+    pub env: Option<HashMap<String, String>>,
+    /// Runtime config file (`[key_value_store.<label>]`).
+    pub runtime_config: Option<PathBuf>,
+    /// Shift of the guest's wall clock.
+    pub clock_offset: Duration,
+}
+
+/// Shared by every instance.
+pub(crate) struct Shared {
+    app: App,
+    component_variables: HashMap<String, String>,
+    allowed: Vec<AllowedHost>,
+    stores: HashMap<String, kv::Backend>,
+    pools: pg::Pools,
+    secrets: Vec<String>,
+    clock_offset_ms: Arc<AtomicI64>,
+}
+
+/// A loaded, validated app, ready to serve requests.
+#[derive(Clone)]
+pub struct Devhost {
+    engine: Engine,
+    pre: wasmtime_wasi_http::p3::bindings::ServicePre<Ctx>,
+    shared: Arc<Shared>,
+}
+
+/// Per-instance state.
+pub struct Ctx {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: Hooks,
+    shared: Arc<Shared>,
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Ctx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { hooks: &mut self.hooks, table: &mut self.table, ctx: &mut self.http }
+    }
+}
+
+/// Outbound HTTP: only to allowed hosts.
+struct Hooks {
+    shared: Arc<Shared>,
+}
+
+type HttpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>;
+
+impl WasiHttpHooks for Hooks {
+    #[allow(clippy::type_complexity)]
+    fn send_request(
+        &mut self,
+        request: http::Request<HttpBody>,
+        options: Option<wasmtime_wasi_http::p3::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<(
+                    http::Response<HttpBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>> + Send>,
+                ), wasmtime_wasi::TrappableError<wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>>,
+            > + Send,
+    > {
+        use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+        let uri = request.uri().clone();
+        let scheme = uri.scheme_str().unwrap_or("https").to_owned();
+        let host = uri.host().unwrap_or("").to_owned();
+        let port = uri.port_u16().or(crate::manifest::default_port(&scheme)).unwrap_or(0);
+        let allowed = self.shared.allowed.iter().any(|a| a.allows(&scheme, &host, port));
+        drop(fut);
+        Box::new(async move {
+            if !allowed {
+                eprintln!(
+                    "devhost: a component tried to make an HTTP request to {scheme}://{host}:{port}, which is not allowed: add \"{scheme}://{host}:{port}\" to allowed_outbound_hosts in spin.toml"
+                );
+                return Err(ErrorCode::HttpRequestDenied.into());
+            }
+            let (res, io) = wasmtime_wasi_http::p3::default_send_request(request, options).await?;
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+/// A wall clock shifted by the devhost's offset, so 45-minute expiry can be tested in seconds.
+struct OffsetClock(Arc<AtomicI64>);
+
+impl wasmtime_wasi::HostWallClock for OffsetClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let offset = self.0.load(Ordering::Relaxed);
+        if offset >= 0 {
+            real + Duration::from_millis(offset as u64)
+        } else {
+            real.saturating_sub(Duration::from_millis(offset.unsigned_abs()))
+        }
+    }
+}
+
+/// The marker type that binds Spin's interfaces to [`Ctx`].
+pub struct SpinHost;
+
+impl HasData for SpinHost {
+    type Data<'a> = &'a mut Ctx;
+}
+
+fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model_async(true);
+    Engine::new(&config).map_err(w)
+}
+
+/// wasmtime's error type is not anyhow's: keep its full report.
+pub(crate) fn w(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
+}
+
+impl Devhost {
+    /// Loads and validates the app (variables, allowed hosts, stores), and compiles the component.
+    pub fn load(opts: DevhostOptions) -> Result<Devhost> {
+        let app = App::load(&opts.manifest)?;
+        let env = opts.env.clone().unwrap_or_else(|| std::env::vars().collect());
+        let values = app.resolve_variables(&opts.variables, &env)?;
+        let component_variables = app.component_variables(&values)?;
+        let allowed = app.allowed_hosts(&values)?;
+        let state_dir = opts.state_dir.clone().unwrap_or_else(|| app.dir.join(".spin"));
+        let stores = configure_stores(&app, &state_dir, opts.runtime_config.as_deref())?;
+        let engine = engine()?;
+        let wasm = std::fs::read(&app.source).with_context(|| {
+            format!("reading the component {} (build it first: spin build, or cargo build --target wasm32-wasip2 --release)", app.source.display())
+        })?;
+        let component = Component::new(&engine, &wasm).map_err(w).with_context(|| format!("compiling {}", app.source.display()))?;
+        let mut linker: Linker<Ctx> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(w)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(w)?;
+        crate::bindings::SpinHost::add_to_linker::<Ctx, SpinHost>(&mut linker, |c| c).map_err(w)?;
+        let pre = linker.instantiate_pre(&component).map_err(w)?;
+        let pre = wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(w)?;
+        let secrets = app.secret_values(&values);
+        Ok(Devhost {
+            engine,
+            pre,
+            shared: Arc::new(Shared {
+                app,
+                component_variables,
+                allowed,
+                stores,
+                pools: pg::Pools::default(),
+                secrets,
+                clock_offset_ms: Arc::new(AtomicI64::new(opts.clock_offset.as_millis() as i64)),
+            }),
+        })
+    }
+
+    /// Moves the guest's wall clock (for all instances created from now on).
+    pub fn set_clock_offset(&self, offset: Duration) {
+        self.shared.clock_offset_ms.store(offset.as_millis() as i64, Ordering::Relaxed);
+    }
+
+    /// The app's HTTP route.
+    pub fn route(&self) -> &str {
+        &self.shared.app.route
+    }
+
+    /// The engine (tests inspect the component's imports with it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn new_store(&self) -> Store<Ctx> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdout().inherit_stderr();
+        wasi.wall_clock(OffsetClock(self.shared.clock_offset_ms.clone()));
+        Store::new(
+            &self.engine,
+            Ctx {
+                table: ResourceTable::new(),
+                wasi: wasi.build(),
+                http: WasiHttpCtx::new(),
+                hooks: Hooks { shared: self.shared.clone() },
+                shared: self.shared.clone(),
+            },
+        )
+    }
+
+    /// Handles one request in a fresh instance.
+    pub async fn handle(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
+        let mut store = self.new_store();
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(
+            parts,
+            Full::new(body).map_err(|_: std::convert::Infallible| -> wasmtime_wasi_http::p3::bindings::http::types::ErrorCode { unreachable!() }),
+        );
+        let (request, io) = wasmtime_wasi_http::p3::Request::from_http(request);
+        let service = self.pre.instantiate_async(&mut store).await.map_err(w)?;
+        let (status, headers, bytes) = store
+            .run_concurrent(async |accessor| {
+                let response = async {
+                    let resp = service.handle(accessor, request).await.map_err(w)?.map_err(|e| anyhow::anyhow!("the component answered with an error: {e:?}"))?;
+                    let resp = accessor.with(|access| resp.into_http(access, async { Ok(()) })).map_err(w)?;
+                    let (parts, body) = resp.into_parts();
+                    let bytes = body.collect().await.map_err(|e| anyhow::anyhow!("{e:?}"))?.to_bytes();
+                    anyhow::Ok((parts.status, parts.headers, bytes))
+                };
+                let (out, ()) = tokio::try_join!(response, async { io.await.map_err(|e| anyhow::anyhow!("{e:?}")) })?;
+                anyhow::Ok(out)
+            })
+            .await
+            .map_err(w)??;
+        let mut response = http::Response::new(bytes);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+}
+
+fn configure_stores(app: &App, state_dir: &std::path::Path, runtime_config: Option<&std::path::Path>) -> Result<HashMap<String, kv::Backend>> {
+    let mut stores = HashMap::new();
+    if let Some(path) = runtime_config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let value: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if let Some(kvs) = value.get("key_value_store").and_then(|v| v.as_table()) {
+            for (label, cfg) in kvs {
+                let kind = cfg.get("type").and_then(|t| t.as_str()).unwrap_or("");
+                let backend = match kind {
+                    "spin" => {
+                        let p = cfg.get("path").and_then(|p| p.as_str()).unwrap_or("sqlite_key_value.db");
+                        let p = path.parent().unwrap_or(std::path::Path::new(".")).join(p);
+                        kv::Backend::sqlite(&p)?
+                    }
+                    "redis" => kv::Backend::redis(cfg.get("url").and_then(|u| u.as_str()).context("key_value_store: type = \"redis\" needs url")?)?,
+                    other => bail!("key_value_store.{label}: type `{other}` is not supported by the devhost (use \"spin\" or \"redis\")"),
+                };
+                stores.insert(label.clone(), backend);
+            }
+        }
+    }
+    if !stores.contains_key("default") {
+        stores.insert("default".into(), kv::Backend::sqlite(&state_dir.join("sqlite_key_value.db"))?);
+    }
+    for label in &app.key_value_stores {
+        if !stores.contains_key(label) {
+            bail!("component `{}` uses key-value store `{label}`, which is not configured: add [key_value_store.{label}] to a runtime config file", app.component_id);
+        }
+    }
+    Ok(stores)
+}
+
+// ---- spin:variables -------------------------------------------------------------------------
+
+impl varw::HostWithStore<Ctx> for SpinHost {
+    async fn get(accessor: &Accessor<Ctx, Self>, name: String) -> wasmtime::Result<Result<String, varw::Error>> {
+        let shared = accessor.with(|mut a| a.get().shared.clone());
+        Ok(match shared.component_variables.get(&name) {
+            Some(v) => Ok(v.clone()),
+            None => Err(varw::Error::Undefined(format!("no variable for \"{name}\""))),
+        })
+    }
+}
+impl varw::Host for Ctx {}
+
+// ---- spin:key-value -------------------------------------------------------------------------
+
+/// An open store (a guest resource).
+pub struct StoreHandle {
+    label: String,
+    backend: kv::Backend,
+}
+
+fn store_of(accessor: &Accessor<Ctx, SpinHost>, r: &Resource<StoreHandle>) -> wasmtime::Result<(String, kv::Backend)> {
+    accessor.with(|mut a| {
+        let s = a.get().table.get(r)?;
+        Ok((s.label.clone(), s.backend.clone()))
+    })
+}
+
+fn kv_other(e: anyhow::Error) -> kvw::Error {
+    kvw::Error::Other(format!("{e:#}"))
+}
+
+impl kvw::HostStoreWithStore<Ctx> for SpinHost {
+    async fn open(accessor: &Accessor<Ctx, Self>, label: String) -> wasmtime::Result<Result<Resource<StoreHandle>, kvw::Error>> {
+        accessor.with(|mut a| {
+            let ctx = a.get();
+            if !ctx.shared.app.key_value_stores.contains(&label) {
+                return Ok(Err(kvw::Error::AccessDenied));
+            }
+            let Some(backend) = ctx.shared.stores.get(&label).cloned() else {
+                return Ok(Err(kvw::Error::NoSuchStore));
+            };
+            Ok(Ok(ctx.table.push(StoreHandle { label, backend })?))
+        })
+    }
+
+    async fn get(accessor: &Accessor<Ctx, Self>, s: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, kvw::Error>> {
+        let (label, b) = store_of(accessor, &s)?;
+        Ok(b.get(&label, &key).await.map_err(kv_other))
+    }
+
+    async fn set(accessor: &Accessor<Ctx, Self>, s: Resource<StoreHandle>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), kvw::Error>> {
+        let (label, b) = store_of(accessor, &s)?;
+        Ok(b.set(&label, &key, value).await.map_err(kv_other))
+    }
+
+    async fn delete(accessor: &Accessor<Ctx, Self>, s: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<(), kvw::Error>> {
+        let (label, b) = store_of(accessor, &s)?;
+        Ok(b.delete(&label, &key).await.map_err(kv_other))
+    }
+
+    async fn exists(accessor: &Accessor<Ctx, Self>, s: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<bool, kvw::Error>> {
+        let (label, b) = store_of(accessor, &s)?;
+        Ok(b.get(&label, &key).await.map(|v| v.is_some()).map_err(kv_other))
+    }
+
+    async fn get_keys(
+        accessor: &Accessor<Ctx, Self>,
+        s: Resource<StoreHandle>,
+    ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), kvw::Error>>)> {
+        let (label, b) = store_of(accessor, &s)?;
+        let result = b.keys(&label).await;
+        accessor.with(|mut a| {
+            let (keys, outcome) = match result {
+                Ok(k) => (k, Ok(())),
+                Err(e) => (Vec::new(), Err(kv_other(e))),
+            };
+            let stream = StreamReader::new(&mut a, keys)?;
+            let future = FutureReader::new(&mut a, async move { wasmtime::error::Ok(outcome) })?;
+            Ok((stream, future))
+        })
+    }
+}
+
+impl kvw::HostStore for Ctx {
+    async fn drop(&mut self, r: Resource<StoreHandle>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+impl kvw::Host for Ctx {}
+
+// ---- spin:postgres --------------------------------------------------------------------------
+
+impl Ctx {
+    async fn open_pg(&mut self, address: &str, ca_root: Option<&str>) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+        let shared = self.shared.clone();
+        match shared.pools.get(address, ca_root, &shared.allowed, &shared.secrets_with(address)).await {
+            Ok(client) => Ok(Ok(self.table.push(pg::Connection { client })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn client(&self, r: &Resource<pg::Connection>) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
+        Ok(self.table.get(r)?.client.clone())
+    }
+}
+
+impl Shared {
+    /// Secrets to scrub from messages about `address`: its password and the secret variables.
+    fn secrets_with(&self, address: &str) -> Vec<String> {
+        let mut s = self.secrets.clone();
+        if let Ok(c) = tokio_postgres::Config::from_str_ok(address)
+            && let Some(pw) = c.get_password()
+        {
+            s.push(String::from_utf8_lossy(pw).into_owned());
+        }
+        s
+    }
+}
+
+trait FromStrOk: Sized {
+    fn from_str_ok(s: &str) -> Result<Self, ()>;
+}
+impl FromStrOk for tokio_postgres::Config {
+    fn from_str_ok(s: &str) -> Result<Self, ()> {
+        s.parse().map_err(|_| ())
+    }
+}
+
+async fn run_query(
+    client: Arc<tokio_postgres::Client>,
+    statement: String,
+    params: Vec<pgw::ParameterValue>,
+) -> Result<(Vec<pgw::Column>, Vec<Vec<pgw::DbValue>>), pgw::Error> {
+    let params = pg::params(params)?;
+    let refs: Vec<&(dyn postgres_types::ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync)).collect();
+    let stmt = client.prepare(&statement).await.map_err(pg::query_error)?;
+    let rows = client.query(&stmt, &refs).await.map_err(pg::query_error)?;
+    let columns = pg::columns(stmt.columns());
+    let rows = rows.iter().map(pg::row_values).collect::<Result<Vec<_>, _>>()?;
+    Ok((columns, rows))
+}
+
+async fn run_execute(client: Arc<tokio_postgres::Client>, statement: String, params: Vec<pgw::ParameterValue>) -> Result<u64, pgw::Error> {
+    let params = pg::params(params)?;
+    let refs: Vec<&(dyn postgres_types::ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync)).collect();
+    client.execute(&statement, &refs).await.map_err(pg::query_error)
+}
+
+impl pgw::HostConnection for Ctx {
+    async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+        self.open_pg(&address, None).await
+    }
+
+    async fn query(&mut self, r: Resource<pg::Connection>, statement: String, params: Vec<pgw::ParameterValue>) -> wasmtime::Result<Result<pgw::RowSet, pgw::Error>> {
+        let client = self.client(&r)?;
+        Ok(run_query(client, statement, params).await.map(|(columns, rows)| pgw::RowSet { columns, rows }))
+    }
+
+    async fn execute(&mut self, r: Resource<pg::Connection>, statement: String, params: Vec<pgw::ParameterValue>) -> wasmtime::Result<Result<u64, pgw::Error>> {
+        let client = self.client(&r)?;
+        Ok(run_execute(client, statement, params).await)
+    }
+
+    async fn drop(&mut self, r: Resource<pg::Connection>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl pgw::HostConnectionWithStore<Ctx> for SpinHost {
+    async fn open_async(accessor: &Accessor<Ctx, Self>, address: String) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+        let shared = accessor.with(|mut a| a.get().shared.clone());
+        match shared.pools.get(&address, None, &shared.allowed, &shared.secrets_with(&address)).await {
+            Ok(client) => accessor.with(|mut a| Ok(Ok(a.get().table.push(pg::Connection { client })?))),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn query_async(
+        accessor: &Accessor<Ctx, Self>,
+        r: Resource<pg::Connection>,
+        statement: String,
+        params: Vec<pgw::ParameterValue>,
+    ) -> wasmtime::Result<Result<(Vec<pgw::Column>, StreamReader<pgw::Row>, FutureReader<Result<(), pgw::Error>>), pgw::Error>> {
+        let client = accessor.with(|mut a| a.get().client(&r))?;
+        let (columns, rows) = match run_query(client, statement, params).await {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        accessor.with(|mut a| {
+            let stream = StreamReader::new(&mut a, rows)?;
+            let future = FutureReader::new(&mut a, async { wasmtime::error::Ok(Ok::<(), pgw::Error>(())) })?;
+            Ok(Ok((columns, stream, future)))
+        })
+    }
+
+    async fn execute_async(accessor: &Accessor<Ctx, Self>, r: Resource<pg::Connection>, statement: String, params: Vec<pgw::ParameterValue>) -> wasmtime::Result<Result<u64, pgw::Error>> {
+        let client = accessor.with(|mut a| a.get().client(&r))?;
+        Ok(run_execute(client, statement, params).await)
+    }
+}
+
+impl pgw::HostConnectionBuilder for Ctx {
+    async fn new(&mut self, address: String) -> wasmtime::Result<Resource<pg::ConnectionBuilder>> {
+        Ok(self.table.push(pg::ConnectionBuilder { address, ca_root: None })?)
+    }
+
+    async fn set_ca_root(&mut self, r: Resource<pg::ConnectionBuilder>, certificate: String) -> wasmtime::Result<Result<(), pgw::Error>> {
+        self.table.get_mut(&r)?.ca_root = Some(certificate);
+        Ok(Ok(()))
+    }
+
+    async fn build(&mut self, r: Resource<pg::ConnectionBuilder>) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+        let b = self.table.get(&r)?;
+        let (address, ca) = (b.address.clone(), b.ca_root.clone());
+        self.open_pg(&address, ca.as_deref()).await
+    }
+
+    async fn drop(&mut self, r: Resource<pg::ConnectionBuilder>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl pgw::HostConnectionBuilderWithStore<Ctx> for SpinHost {
+    async fn build_async(accessor: &Accessor<Ctx, Self>, r: Resource<pg::ConnectionBuilder>) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+        let (shared, address, ca) = accessor.with(|mut a| -> wasmtime::Result<_> {
+            let ctx = a.get();
+            let b = ctx.table.get(&r)?;
+            Ok((ctx.shared.clone(), b.address.clone(), b.ca_root.clone()))
+        })?;
+        match shared.pools.get(&address, ca.as_deref(), &shared.allowed, &shared.secrets_with(&address)).await {
+            Ok(client) => accessor.with(|mut a| Ok(Ok(a.get().table.push(pg::Connection { client })?))),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+impl pgw::Host for Ctx {}
+
+/// Silences an unused warning for the mutex import on some cfgs.
+#[allow(dead_code)]
+type Unused = Mutex<()>;

@@ -1,0 +1,12 @@
+//! The devhost: a local WebAssembly host with Spin 4.1's interfaces, to run and test Spin apps
+//! without the Spin CLI. See README.md for what it supports and how it differs from Spin.
+
+mod bindings;
+mod host;
+mod kv;
+pub mod manifest;
+mod pg;
+mod server;
+
+pub use host::{Ctx, Devhost, DevhostOptions, StoreHandle};
+pub use server::ServeHandle;

@@ -1,0 +1,76 @@
+//! `devhost up`: runs a Spin app locally, mirroring `spin up`'s command line.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use lakebase_devhost::{Devhost, DevhostOptions};
+
+const HELP: &str = "devhost: run a Spin 4.1 app locally (a stand-in for `spin up`, built on wasmtime 47).
+
+USAGE: devhost up [OPTIONS]
+
+OPTIONS:
+  -f, --from PATH               spin.toml, or the directory holding it (default: .)
+      --listen ADDR             address to serve on (default 127.0.0.1:3000)
+      --state-dir DIR           where the default key-value store lives (default .spin)
+      --variable NAME=VALUE     set an application variable (repeatable); SPIN_VARIABLE_<NAME> works too
+      --runtime-config-file F   Spin runtime config ([key_value_store.<label>] type = \"spin\" | \"redis\")
+      --clock-offset DUR        shift the guest's wall clock, e.g. 46m, 90s, 2h
+  -h, --help                    this help";
+
+fn parse_duration(s: &str) -> Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("invalid duration `{s}`"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => bail!("invalid duration `{s}`: use e.g. 90s, 46m, 2h"),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1).peekable();
+    match args.next().as_deref() {
+        Some("up") => {}
+        Some("-h" | "--help") | None => {
+            println!("{HELP}");
+            return Ok(());
+        }
+        Some(other) => bail!("unknown command `{other}`: try `devhost up --help`"),
+    }
+    let mut opts = DevhostOptions { manifest: PathBuf::from("."), ..Default::default() };
+    let mut listen = "127.0.0.1:3000".to_owned();
+    let mut variables = HashMap::new();
+    while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "-f" | "--from" => opts.manifest = PathBuf::from(value()?),
+            "--listen" => listen = value()?,
+            "--state-dir" => opts.state_dir = Some(PathBuf::from(value()?)),
+            "--variable" => {
+                let v = value()?;
+                let (k, val) = v.split_once('=').with_context(|| format!("--variable `{v}`: expected NAME=VALUE"))?;
+                variables.insert(k.to_owned(), val.to_owned());
+            }
+            "--runtime-config-file" => opts.runtime_config = Some(PathBuf::from(value()?)),
+            "--clock-offset" => opts.clock_offset = parse_duration(&value()?)?,
+            other => bail!("unknown option `{other}` (see devhost up --help)"),
+        }
+    }
+    opts.variables = variables;
+    let host = Devhost::load(opts)?;
+    let server = host.serve(listen.parse().with_context(|| format!("--listen `{listen}`"))?).await?;
+    println!("Serving http://{}", server.local_addr());
+    println!("Available Routes:\n  {}: http://{}{}", "app", server.local_addr(), host.route().trim_end_matches("/..."));
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! A local Databricks workspace for tests and local runs.
+//!
+//! It speaks the wire format of the real APIs (OIDC token with HTTP Basic client auth, PATs, the
+//! Autoscaling and Provisioned credential APIs, endpoint and instance look-ups, SCIM `Me`), and
+//! puts a login proxy in front of a real PostgreSQL: every database token it mints works as the
+//! Postgres password until its own expiry (checked at login only), while older unexpired tokens
+//! keep working, as on Lakebase. Workspace tokens and PATs are refused as passwords (`28P01`).
+//!
+//! Tests can count calls per route, script faults, revoke tokens (cutting their sessions), and
+//! change token lifetimes. Nothing it logs contains a token or secret: only fingerprints.
+
+mod http_api;
+mod proxy;
+pub mod token;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The real PostgreSQL behind the login proxy.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// Host of the real server.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// A superuser, to create roles and the database.
+    pub admin_user: String,
+    /// Its password.
+    pub admin_password: String,
+}
+
+/// What the emulated workspace holds.
+#[derive(Clone, Debug)]
+pub struct EmulatorOptions {
+    /// HTTP listen address (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Login proxy listen address.
+    pub pg_listen: SocketAddr,
+    /// The real PostgreSQL.
+    pub backend: Backend,
+    /// Service principals: (client id, client secret).
+    pub service_principals: Vec<(String, String)>,
+    /// Personal access tokens: (token, user name).
+    pub pats: Vec<(String, String)>,
+    /// Autoscaling endpoints, `projects/<p>/branches/<b>/endpoints/<e>`.
+    pub endpoints: Vec<String>,
+    /// Provisioned instance names.
+    pub instances: Vec<String>,
+    /// Lifetime of database tokens.
+    pub db_token_ttl: Duration,
+    /// `expires_in` of OAuth workspace tokens.
+    pub workspace_token_ttl: Duration,
+    /// Fractional-second digits in `expire_time` (0, 3, 6 or 9).
+    pub fraction_digits: usize,
+    /// The database to create in the backend (Lakebase's default name).
+    pub database: String,
+    /// Print log lines to stderr as well.
+    pub echo_log: bool,
+}
+
+impl EmulatorOptions {
+    /// A workspace with one service principal, one PAT user, one endpoint and one instance.
+    pub fn new(backend: Backend) -> Self {
+        EmulatorOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pg_listen: "127.0.0.1:0".parse().unwrap(),
+            backend,
+            service_principals: vec![(DEFAULT_CLIENT_ID.into(), DEFAULT_CLIENT_SECRET.into())],
+            pats: vec![(DEFAULT_PAT.into(), DEFAULT_PAT_USER.into())],
+            endpoints: vec![DEFAULT_ENDPOINT.into()],
+            instances: vec![DEFAULT_INSTANCE.into()],
+            db_token_ttl: Duration::from_secs(3600),
+            workspace_token_ttl: Duration::from_secs(3600),
+            fraction_digits: 6,
+            database: "databricks_postgres".into(),
+            echo_log: false,
+        }
+    }
+}
+
+/// Default service principal (its client id is its Postgres role).
+pub const DEFAULT_CLIENT_ID: &str = "6f1c2a3e-5b7d-4c1e-9a8f-0123456789ab";
+/// Its secret.
+pub const DEFAULT_CLIENT_SECRET: &str = "dose-emulator-client-secret-0123456789";
+/// Default personal access token.
+pub const DEFAULT_PAT: &str = "dapi-emulator-0123456789abcdef";
+/// Its user.
+pub const DEFAULT_PAT_USER: &str = "someone@example.com";
+/// Default Autoscaling endpoint.
+pub const DEFAULT_ENDPOINT: &str = "projects/demo/branches/production/endpoints/primary";
+/// Default Provisioned instance.
+pub const DEFAULT_INSTANCE: &str = "demo-instance";
+
+/// A fault to inject into the next `count` requests whose `"METHOD /path"` starts with `route`.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// Route prefix, e.g. `"POST /api/2.0/postgres/credentials"`.
+    pub route: String,
+    /// How many requests it applies to.
+    pub count: u32,
+    /// What happens.
+    pub kind: FaultKind,
+}
+
+/// What a fault does.
+#[derive(Clone, Debug)]
+pub enum FaultKind {
+    /// Answer with this status, a Databricks error body and an optional `Retry-After`.
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// `error_code` of the body.
+        error_code: String,
+        /// `message` of the body.
+        message: String,
+        /// `Retry-After` seconds.
+        retry_after: Option<u64>,
+    },
+    /// Wait, then answer normally.
+    Latency(Duration),
+    /// Close the connection without an answer.
+    Drop,
+    /// 200 with a body that is not JSON.
+    Malformed,
+    /// 502 with an HTML page, as a proxy in front of the workspace would.
+    Html,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub counts: BTreeMap<String, u64>,
+    pub faults: VecDeque<Fault>,
+    /// Live OAuth workspace tokens → (client id, expiry unix seconds).
+    pub workspace_tokens: HashMap<String, (String, i64)>,
+    pub revoked: HashSet<String>,
+    pub log: Vec<String>,
+    pub db_token_ttl: Duration,
+    pub workspace_token_ttl: Duration,
+    pub fraction_digits: usize,
+    /// Minted token ids, to revoke "all".
+    pub minted: Vec<String>,
+    pub request_ids: HashSet<String>,
+}
+
+pub(crate) struct Shared {
+    pub opts: EmulatorOptions,
+    pub key: Vec<u8>,
+    pub base_url: String,
+    pub pg_addr: SocketAddr,
+    /// Password of every emulated role in the backend.
+    pub backend_role_password: String,
+    pub state: Mutex<State>,
+    /// Bumped on every revocation; live sessions re-check their token when it changes.
+    pub revocations: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn log(&self, line: String) {
+        if self.opts.echo_log {
+            eprintln!("emulator: {line}");
+        }
+        self.state.lock().unwrap().log.push(line);
+    }
+}
+
+/// A running emulator. Stops when dropped.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Prepares the backend (database, roles) and starts the HTTP server and the login proxy.
+    pub async fn start(opts: EmulatorOptions) -> Result<Emulator> {
+        let http = TcpListener::bind(opts.listen).await.context("binding the HTTP listener")?;
+        let pg = TcpListener::bind(opts.pg_listen).await.context("binding the Postgres proxy listener")?;
+        let http_addr = http.local_addr()?;
+        let pg_addr = pg.local_addr()?;
+        let backend_role_password = format!("role-{}", uuid::Uuid::new_v4().simple());
+        let (revocations, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            key: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            base_url: format!("http://{http_addr}"),
+            pg_addr,
+            backend_role_password,
+            state: Mutex::new(State {
+                db_token_ttl: opts.db_token_ttl,
+                workspace_token_ttl: opts.workspace_token_ttl,
+                fraction_digits: opts.fraction_digits,
+                ..State::default()
+            }),
+            revocations,
+            opts,
+        });
+        prepare_backend(&shared).await?;
+        let tasks = vec![
+            tokio::spawn(http_api::serve(http, shared.clone())),
+            tokio::spawn(proxy::serve(pg, shared.clone())),
+        ];
+        Ok(Emulator { shared, http_addr, tasks })
+    }
+
+    /// `http://127.0.0.1:<port>`: the workspace URL.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Where the login proxy listens (the Postgres host and port to configure).
+    pub fn pg_addr(&self) -> SocketAddr {
+        self.shared.pg_addr
+    }
+
+    /// Calls per route (`"POST /oidc/v1/token"` → n).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.shared.state.lock().unwrap().counts.clone()
+    }
+
+    /// Calls of one route.
+    pub fn count(&self, route: &str) -> u64 {
+        self.counts().get(route).copied().unwrap_or(0)
+    }
+
+    /// Database credentials minted so far (both APIs).
+    pub fn mints(&self) -> u64 {
+        self.count("POST /api/2.0/postgres/credentials") + self.count("POST /api/2.0/database/credentials")
+    }
+
+    /// Forgets all counts.
+    pub fn reset_counts(&self) {
+        self.shared.state.lock().unwrap().counts.clear();
+    }
+
+    /// Queues a fault.
+    pub fn fault(&self, fault: Fault) {
+        self.shared.state.lock().unwrap().faults.push_back(fault);
+    }
+
+    /// Revokes every database token minted so far and cuts the sessions that logged in with one.
+    pub fn revoke_all(&self) {
+        let mut s = self.shared.state.lock().unwrap();
+        let minted = std::mem::take(&mut s.minted);
+        let n = minted.len();
+        s.revoked.extend(minted);
+        drop(s);
+        self.shared.log(format!("revoked {n} database tokens"));
+        self.shared.revocations.send_modify(|v| *v += 1);
+    }
+
+    /// Changes the lifetime of tokens minted from now on.
+    pub fn set_db_token_ttl(&self, ttl: Duration) {
+        self.shared.state.lock().unwrap().db_token_ttl = ttl;
+    }
+
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.shared.state.lock().unwrap().log.clone()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Creates the database and one login role per principal, with a password only the proxy knows.
+async fn prepare_backend(shared: &Shared) -> Result<()> {
+    let b = &shared.opts.backend;
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&b.host)
+        .port(b.port)
+        .user(&b.admin_user)
+        .password(&b.admin_password)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connecting to the backend PostgreSQL as its superuser")?;
+    let conn_task = tokio::spawn(conn);
+    let db = &shared.opts.database;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db])
+        .await?
+        .is_some();
+    if !exists {
+        client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(db))).await?;
+    }
+    let mut roles: Vec<String> = shared.opts.service_principals.iter().map(|(id, _)| id.clone()).collect();
+    roles.extend(shared.opts.pats.iter().map(|(_, user)| user.clone()));
+    for role in roles {
+        let r = quote_ident(&role);
+        let pw = quote_literal(&shared.backend_role_password);
+        let has = client.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role]).await?.is_some();
+        let verb = if has { "ALTER" } else { "CREATE" };
+        client.batch_execute(&format!("{verb} ROLE {r} LOGIN PASSWORD {pw}")).await?;
+        client.batch_execute(&format!("GRANT ALL ON DATABASE {} TO {r}", quote_ident(db))).await?;
+    }
+    drop(client);
+    let _ = conn_task.await;
+    // PostgreSQL 15: `public` is not writable by everyone any more; Lakebase roles may create tables.
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&b.host)
+        .port(b.port)
+        .user(&b.admin_user)
+        .password(&b.admin_password)
+        .dbname(db)
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    let conn_task = tokio::spawn(conn);
+    client.batch_execute("GRANT ALL ON SCHEMA public TO PUBLIC").await?;
+    drop(client);
+    let _ = conn_task.await;
+    Ok(())
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

@@ -1,0 +1,213 @@
+//! The login proxy: answers the Postgres startup and password exchange itself, checks that the
+//! password is a live database token for that role, logs in to the real server with the role's
+//! backend password (SCRAM-SHA-256), then relays bytes both ways.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bytes::{Buf, BufMut, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::Shared;
+use crate::token::{self, Invalid};
+
+const SSL_REQUEST: i32 = 80877103;
+const GSSENC_REQUEST: i32 = 80877104;
+const CANCEL_REQUEST: i32 = 80877102;
+const PROTOCOL_3: i32 = 196608;
+
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session(stream, &shared).await {
+                shared.log(format!("proxy: session ended: {e}"));
+            }
+        });
+    }
+}
+
+/// Reads one startup-phase packet (no type byte): length, then payload.
+async fn read_startup(stream: &mut TcpStream) -> Result<BytesMut> {
+    let len = stream.read_i32().await? as usize;
+    if !(8..=10_000).contains(&len) {
+        bail!("bad startup packet length {len}");
+    }
+    let mut buf = BytesMut::zeroed(len - 4);
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Reads one regular message: type byte, length, payload.
+async fn read_message(stream: &mut TcpStream) -> Result<(u8, BytesMut)> {
+    let tag = stream.read_u8().await?;
+    let len = stream.read_i32().await? as usize;
+    if !(4..=1_000_000).contains(&len) {
+        bail!("bad message length {len}");
+    }
+    let mut buf = BytesMut::zeroed(len - 4);
+    stream.read_exact(&mut buf).await?;
+    Ok((tag, buf))
+}
+
+fn message(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 5);
+    out.push(tag);
+    out.extend_from_slice(&((payload.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn error_response(code: &str, text: &str) -> Vec<u8> {
+    let mut p = Vec::new();
+    for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', text)] {
+        p.push(field);
+        p.extend_from_slice(value.as_bytes());
+        p.push(0);
+    }
+    p.push(0);
+    message(b'E', &p)
+}
+
+fn cstr(buf: &mut BytesMut) -> Option<String> {
+    let end = buf.iter().position(|b| *b == 0)?;
+    let s = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.advance(end + 1);
+    Some(s)
+}
+
+async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
+    client.set_nodelay(true)?;
+    // Startup: refuse TLS and GSS encryption (the client then continues in clear, or gives up).
+    let mut startup = loop {
+        let mut packet = read_startup(&mut client).await?;
+        let code = packet.get_i32();
+        match code {
+            SSL_REQUEST | GSSENC_REQUEST => client.write_all(b"N").await?,
+            CANCEL_REQUEST => return Ok(()),
+            PROTOCOL_3 => break packet,
+            other => bail!("unsupported protocol {other}"),
+        }
+    };
+    let mut params = Vec::new();
+    while let Some(key) = cstr(&mut startup) {
+        if key.is_empty() {
+            break;
+        }
+        let value = cstr(&mut startup).unwrap_or_default();
+        params.push((key, value));
+    }
+    let user = params.iter().find(|(k, _)| k == "user").map(|(_, v)| v.clone()).unwrap_or_default();
+
+    // Ask for the password in clear (it is a token; TLS protects it on Lakebase).
+    client.write_all(&message(b'R', &3i32.to_be_bytes())).await?;
+    let (tag, mut payload) = read_message(&mut client).await?;
+    if tag != b'p' {
+        bail!("expected a password message");
+    }
+    let password = cstr(&mut payload).unwrap_or_default();
+    let fp = token::fingerprint(&password);
+    let rejected = |reason: &str| format!("proxy: login as {user} with {fp} rejected: {reason}");
+    let failure = match token::verify(&shared.key, &password) {
+        Err(Invalid::NotJwt) => Some(("Provided authentication token is not a valid JWT encoding".to_owned(), "not a JWT")),
+        Err(Invalid::BadSignature) => Some((format!("password authentication failed for user \"{user}\""), "bad signature")),
+        Ok(claims) => {
+            let revoked = shared.state.lock().unwrap().revoked.contains(&claims.jti);
+            if claims.sub != user {
+                Some((format!("password authentication failed for user \"{user}\""), "token of another role"))
+            } else if claims.exp <= chrono::Utc::now().timestamp() {
+                Some((format!("password authentication failed for user \"{user}\""), "expired"))
+            } else if revoked {
+                Some((format!("password authentication failed for user \"{user}\""), "revoked"))
+            } else {
+                None
+            }
+        }
+    };
+    if let Some((text, reason)) = failure {
+        shared.log(rejected(reason));
+        client.write_all(&error_response("28P01", &text)).await?;
+        return Ok(());
+    }
+    let claims = token::verify(&shared.key, &password).expect("verified above");
+
+    // Log in to the real server as the same role.
+    let b = &shared.opts.backend;
+    let mut server = TcpStream::connect((b.host.as_str(), b.port)).await.context("connecting to the backend")?;
+    server.set_nodelay(true)?;
+    let mut sp = BytesMut::new();
+    sp.put_i32(PROTOCOL_3);
+    for (k, v) in &params {
+        sp.extend_from_slice(k.as_bytes());
+        sp.put_u8(0);
+        sp.extend_from_slice(v.as_bytes());
+        sp.put_u8(0);
+    }
+    sp.put_u8(0);
+    let mut packet = ((sp.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&sp);
+    server.write_all(&packet).await?;
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let (tag, mut body) = read_message(&mut server).await?;
+        match tag {
+            b'R' => {
+                let code = body.get_i32();
+                match code {
+                    0 => {
+                        // AuthenticationOk: from here on, the client talks to the server.
+                        client.write_all(&message(b'R', &0i32.to_be_bytes())).await?;
+                        break;
+                    }
+                    10 => {
+                        let mut s = ScramSha256::new(shared.backend_role_password.as_bytes(), ChannelBinding::unsupported());
+                        let mut p = Vec::new();
+                        p.extend_from_slice(SCRAM_SHA_256.as_bytes());
+                        p.push(0);
+                        let first = s.message().to_vec();
+                        p.extend_from_slice(&(first.len() as i32).to_be_bytes());
+                        p.extend_from_slice(&first);
+                        server.write_all(&message(b'p', &p)).await?;
+                        scram = Some(s);
+                    }
+                    11 => {
+                        let s = scram.as_mut().context("SASL continue before start")?;
+                        s.update(&body)?;
+                        server.write_all(&message(b'p', s.message())).await?;
+                    }
+                    12 => {
+                        scram.take().context("SASL final before start")?.finish(&body)?;
+                    }
+                    other => bail!("backend asked for unsupported authentication {other}"),
+                }
+            }
+            b'E' => {
+                // e.g. the role or database does not exist: pass the server's error on.
+                client.write_all(&message(b'E', &body)).await?;
+                shared.log(format!("proxy: backend refused login as {user}"));
+                return Ok(());
+            }
+            other => bail!("unexpected backend message {}", other as char),
+        }
+    }
+    shared.log(format!("proxy: {user} logged in with {fp}"));
+
+    // Relay until either side closes, or the token is revoked.
+    let mut revocations = shared.revocations.subscribe();
+    let relay = tokio::io::copy_bidirectional(&mut client, &mut server);
+    tokio::pin!(relay);
+    loop {
+        tokio::select! {
+            r = &mut relay => { r?; return Ok(()); }
+            changed = revocations.changed() => {
+                if changed.is_err() || shared.state.lock().unwrap().revoked.contains(&claims.jti) {
+                    shared.log(format!("proxy: cut session of {user} ({fp}): token revoked"));
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

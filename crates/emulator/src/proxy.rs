@@ -163,7 +163,7 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
                         break;
                     }
                     10 => {
-                        let mut s = ScramSha256::new(shared.backend_role_password.as_bytes(), ChannelBinding::unsupported());
+                        let s = ScramSha256::new(shared.backend_role_password.as_bytes(), ChannelBinding::unsupported());
                         let mut p = Vec::new();
                         p.extend_from_slice(SCRAM_SHA_256.as_bytes());
                         p.push(0);

@@ -175,6 +175,7 @@ impl Devhost {
         let component = Component::new(&engine, &wasm).map_err(w).with_context(|| format!("compiling {}", app.source.display()))?;
         let mut linker: Linker<Ctx> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(w)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(w)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(w)?;
         crate::bindings::SpinHost::add_to_linker::<Ctx, SpinHost>(&mut linker, |c| c).map_err(w)?;
         let pre = linker.instantiate_pre(&component).map_err(w)?;
@@ -535,3 +536,13 @@ impl pgw::Host for Ctx {}
 /// Silences an unused warning for the mutex import on some cfgs.
 #[allow(dead_code)]
 type Unused = Mutex<()>;
+
+/// The import and export names of a component (e.g. `spin:postgres/postgres@4.2.0`).
+pub fn component_world(wasm_path: &std::path::Path) -> Result<(Vec<String>, Vec<String>)> {
+    let engine = engine()?;
+    let component = Component::from_file(&engine, wasm_path).map_err(w)?;
+    let ty = component.component_type();
+    let imports = ty.imports(&engine).map(|(name, _)| name.to_owned()).collect();
+    let exports = ty.exports(&engine).map(|(name, _)| name.to_owned()).collect();
+    Ok((imports, exports))
+}

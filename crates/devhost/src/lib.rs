@@ -8,5 +8,5 @@ pub mod manifest;
 mod pg;
 mod server;
 
-pub use host::{Ctx, Devhost, DevhostOptions, StoreHandle};
+pub use host::{Ctx, Devhost, DevhostOptions, StoreHandle, component_world};
 pub use server::ServeHandle;

@@ -183,8 +183,15 @@ impl App {
             .iter()
             .map(|t| {
                 let rendered = render(t, app_values)?;
-                AllowedHost::parse(&rendered)
-                    .with_context(|| format!("invalid allowed host `{rendered}` (from `{t}` in allowed_outbound_hosts)"))
+                AllowedHost::parse(&rendered).with_context(|| {
+                    let used = template_variables(t);
+                    let hint = if used.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; check the value of {}", used.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "))
+                    };
+                    format!("invalid allowed host `{rendered}` (from `{t}` in allowed_outbound_hosts){hint}")
+                })
             })
             .collect()
     }
@@ -207,6 +214,15 @@ fn validate_variable_name(name: &str) -> Result<()> {
         bail!("variable name `{name}` must be lower_snake_case");
     }
     Ok(())
+}
+
+/// The variable names a template uses.
+pub fn template_variables(template: &str) -> Vec<String> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|part| part.split_once("}}").map(|(name, _)| name.trim().to_owned()))
+        .collect()
 }
 
 /// Renders `{{ name }}` templates.

@@ -56,6 +56,10 @@ fn now() -> DateTime<Utc> {
 
 /// `None` means: drop the connection without answering.
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
+    // Read the whole request first, so that a fault answer never races the client's upload.
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let req = Request::from_parts(parts, body);
     let route = format!("{} {}", req.method(), req.uri().path());
     let control = req.uri().path().starts_with("/_emulator/");
     if !control {
@@ -106,11 +110,11 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
     Some(answer)
 }
 
-async fn route_request(req: Request<Incoming>, shared: &Shared) -> Option<Reply> {
+async fn route_request(req: Request<Bytes>, shared: &Shared) -> Option<Reply> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req.into_body();
     let base = &shared.base_url;
     match (&method, path.as_str()) {
         (&Method::GET, "/.well-known/databricks-config") => json_reply(200, json!({

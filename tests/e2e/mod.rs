@@ -1,0 +1,155 @@
+//! The end-to-end stack: a throwaway PostgreSQL, the emulated Databricks workspace in front of
+//! it, and the real release `.wasm` of the app on the devhost.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use lakebase_devhost::{Devhost, DevhostOptions};
+use lakebase_emulator::{Backend, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Emulator, EmulatorOptions};
+use lakebase_testkit::PgCluster;
+use serde_json::Value;
+
+pub const CREDENTIAL_ROUTE: &str = "POST /api/2.0/postgres/credentials";
+pub const TOKEN_ROUTE: &str = "POST /oidc/v1/token";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the release `.wasm` of the app once per test process (cargo makes it a no-op when
+/// it is up to date).
+pub fn app_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--target", "wasm32-wasip2", "--release", "-p", "lakebase-notes"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build for the app");
+            assert!(status.success(), "building the app component failed");
+            let path = repo_root().join("target/wasm32-wasip2/release/lakebase_notes.wasm");
+            assert!(path.exists(), "{} missing", path.display());
+            path
+        })
+        .clone()
+}
+
+/// The devhost binary (for the tests that run separate processes).
+pub fn devhost_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "lakebase-devhost", "--bin", "devhost"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build for the devhost");
+            assert!(status.success(), "building the devhost failed");
+            repo_root().join("target/debug/devhost")
+        })
+        .clone()
+}
+
+pub struct Stack {
+    pub emu: Emulator,
+    pub host: Devhost,
+    pub vars: HashMap<String, String>,
+    pub state_dir: PathBuf,
+    // Dropped last: the cluster outlives the proxy's sessions.
+    pub pg: PgCluster,
+}
+
+/// Variables pointing the app at the emulator, OAuth M2M, Autoscaling endpoint.
+pub fn default_vars(emu: &Emulator) -> HashMap<String, String> {
+    [
+        ("databricks_host", emu.http_url()),
+        ("databricks_client_id", DEFAULT_CLIENT_ID.to_owned()),
+        ("databricks_client_secret", DEFAULT_CLIENT_SECRET.to_owned()),
+        ("lakebase_endpoint", DEFAULT_ENDPOINT.to_owned()),
+        ("pghost", emu.pg_addr().ip().to_string()),
+        ("pgport", emu.pg_addr().port().to_string()),
+        ("pgsslmode", "disable".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lakebase-e2e-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts everything; `edit` may change the app's variables first.
+    pub async fn start_with(edit: impl FnOnce(&mut HashMap<String, String>)) -> Stack {
+        let wasm = app_wasm();
+        let pg = PgCluster::start().expect("starting PostgreSQL");
+        let emu = Emulator::start(EmulatorOptions::new(Backend {
+            host: pg.host().to_owned(),
+            port: pg.port(),
+            admin_user: pg.superuser().to_owned(),
+            admin_password: pg.superuser_password().to_owned(),
+        }))
+        .await
+        .expect("starting the emulator");
+        let mut vars = default_vars(&emu);
+        edit(&mut vars);
+        vars.retain(|_, v| !v.is_empty() || true);
+        let state_dir = temp_dir("state");
+        let host = load_host(&vars, &state_dir).expect("loading the app");
+        assert!(wasm.exists());
+        Stack { emu, host, vars, state_dir, pg }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:3000{path}"))
+            .header("content-type", "application/json")
+            .body(Bytes::from(body.to_owned()))
+            .unwrap();
+        let resp = self.host.handle(req).await.expect("the component answered");
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, "").await
+    }
+
+    pub fn mints(&self) -> u64 {
+        self.emu.count(CREDENTIAL_ROUTE)
+    }
+}
+
+pub fn load_host(vars: &HashMap<String, String>, state_dir: &Path) -> anyhow::Result<Devhost> {
+    Devhost::load(DevhostOptions {
+        manifest: repo_root().join("spin.toml"),
+        state_dir: Some(state_dir.to_owned()),
+        variables: vars.clone(),
+        env: Some(HashMap::new()),
+        runtime_config: None,
+        clock_offset: std::time::Duration::ZERO,
+    })
+}

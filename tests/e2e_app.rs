@@ -16,8 +16,16 @@ async fn first_request_mints_once_and_100_more_reuse_it() {
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "ok");
     assert_eq!(health["credential"]["source"], "minted");
-    assert_eq!(health["database"]["user"], lakebase_emulator::DEFAULT_CLIENT_ID);
-    assert!(health["database"]["server_version"].as_str().unwrap().starts_with(|c: char| c.is_ascii_digit()));
+    assert_eq!(
+        health["database"]["user"],
+        lakebase_emulator::DEFAULT_CLIENT_ID
+    );
+    assert!(
+        health["database"]["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with(|c: char| c.is_ascii_digit())
+    );
     let expires = health["credential"]["expires_in_s"].as_i64().unwrap();
     assert!((3590..=3600).contains(&expires), "{expires}");
     assert_eq!(s.mints(), 1);
@@ -40,8 +48,15 @@ async fn sixteen_concurrent_cold_requests_share_a_mint() {
     for (status, body) in &results {
         assert_eq!(*status, 200, "{body}");
     }
-    let minted = results.iter().filter(|(_, b)| b["credential"]["source"] == "minted").count();
-    println!("16 concurrent cold requests: {} mint(s), {} minted-source answers", s.mints(), minted);
+    let minted = results
+        .iter()
+        .filter(|(_, b)| b["credential"]["source"] == "minted")
+        .count();
+    println!(
+        "16 concurrent cold requests: {} mint(s), {} minted-source answers",
+        s.mints(),
+        minted
+    );
     // One lease holder mints; the others wait for its record. The lease is best effort (no
     // compare-and-swap), so allow a duplicate, never one mint per request.
     assert!(s.mints() <= 2, "mints: {}", s.mints());
@@ -76,7 +91,10 @@ async fn revoked_token_recovers_with_exactly_one_remint() {
     assert_eq!(h["credential"]["source"], "minted");
     assert_eq!(s.mints(), 2);
     let (status, h) = s.get("/health").await;
-    assert_eq!((status, h["credential"]["source"].as_str()), (200, Some("kv")));
+    assert_eq!(
+        (status, h["credential"]["source"].as_str()),
+        (200, Some("kv"))
+    );
     assert_eq!(s.mints(), 2);
 }
 
@@ -86,12 +104,20 @@ async fn retry_after_503_then_success() {
     s.emu.fault(Fault {
         route: CREDENTIAL_ROUTE.into(),
         count: 1,
-        kind: FaultKind::Status { status: 503, error_code: "TEMPORARILY_UNAVAILABLE".into(), message: "busy".into(), retry_after: Some(1) },
+        kind: FaultKind::Status {
+            status: 503,
+            error_code: "TEMPORARILY_UNAVAILABLE".into(),
+            message: "busy".into(),
+            retry_after: Some(1),
+        },
     });
     let started = std::time::Instant::now();
     let (status, h) = s.get("/health").await;
     assert_eq!(status, 200, "{h}");
-    assert!(started.elapsed() >= Duration::from_secs(1), "waited Retry-After");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited Retry-After"
+    );
     assert_eq!(s.emu.count(CREDENTIAL_ROUTE), 2);
     let log = s.emu.log_lines().join("\n");
     assert!(log.contains(&format!("{CREDENTIAL_ROUTE} -> 503")), "{log}");
@@ -100,7 +126,11 @@ async fn retry_after_503_then_success() {
 async fn error_of(s: &Stack, path: &str) -> (u16, String, String) {
     let (status, body) = s.get(path).await;
     let e = &body["error"];
-    (status, e["kind"].as_str().unwrap_or_default().to_owned(), e["message"].as_str().unwrap_or_default().to_owned())
+    (
+        status,
+        e["kind"].as_str().unwrap_or_default().to_owned(),
+        e["message"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,14 +139,25 @@ async fn upstream_errors_name_who_must_act() {
     s.emu.fault(Fault {
         route: CREDENTIAL_ROUTE.into(),
         count: 1,
-        kind: FaultKind::Status { status: 403, error_code: "PERMISSION_DENIED".into(), message: "no USE on project".into(), retry_after: None },
+        kind: FaultKind::Status {
+            status: 403,
+            error_code: "PERMISSION_DENIED".into(),
+            message: "no USE on project".into(),
+            retry_after: None,
+        },
     });
     let (status, kind, message) = error_of(&s, "/health").await;
     assert_eq!((status, kind.as_str()), (502, "permission"), "{message}");
-    assert!(message.contains("PERMISSION_DENIED") && message.contains("grant"), "{message}");
+    assert!(
+        message.contains("PERMISSION_DENIED") && message.contains("grant"),
+        "{message}"
+    );
 
     let s = Stack::start_with(|v| {
-        v.insert("lakebase_endpoint".into(), "projects/nope/branches/b/endpoints/e".into());
+        v.insert(
+            "lakebase_endpoint".into(),
+            "projects/nope/branches/b/endpoints/e".into(),
+        );
     })
     .await;
     let (status, kind, message) = error_of(&s, "/health").await;
@@ -128,7 +169,11 @@ async fn upstream_errors_name_who_must_act() {
     })
     .await;
     let (status, kind, message) = error_of(&s, "/health").await;
-    assert_eq!((status, kind.as_str()), (502, "workspace_auth"), "{message}");
+    assert_eq!(
+        (status, kind.as_str()),
+        (502, "workspace_auth"),
+        "{message}"
+    );
     assert!(message.contains("databricks_client_secret"), "{message}");
 }
 
@@ -146,8 +191,15 @@ async fn configuration_errors_name_the_variable() {
         })
         .await;
         let (status, kind, message) = error_of(&s, "/health").await;
-        assert_eq!((status, kind.as_str()), (500, "configuration"), "{name}={value}: {message}");
-        assert!(message.contains(&format!("`{mentioned}`")), "{name}={value}: {message}");
+        assert_eq!(
+            (status, kind.as_str()),
+            (500, "configuration"),
+            "{name}={value}: {message}"
+        );
+        assert!(
+            message.contains(&format!("`{mentioned}`")),
+            "{name}={value}: {message}"
+        );
     }
     // A required variable without a value stops the host at start, naming it; so does a value
     // that makes a templated allowed host invalid (as Spin does when it loads the app).
@@ -165,7 +217,9 @@ async fn configuration_errors_name_the_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notes_api_end_to_end() {
     let s = Stack::start().await;
-    let (status, note) = s.request("POST", "/notes", r#"{"text":"hello lakebase"}"#).await;
+    let (status, note) = s
+        .request("POST", "/notes", r#"{"text":"hello lakebase"}"#)
+        .await;
     assert_eq!(status, 201, "{note}");
     assert_eq!(note["text"], "hello lakebase");
     let id = note["id"].as_i64().unwrap();
@@ -179,10 +233,19 @@ async fn notes_api_end_to_end() {
     assert_eq!(list["notes"][0]["text"], "second", "newest first");
     let (_, all) = s.get("/notes").await;
     assert_eq!(all["notes"].as_array().unwrap().len(), 2);
-    assert_eq!(s.request("DELETE", &format!("/notes/{id}"), "").await.0, 204);
+    assert_eq!(
+        s.request("DELETE", &format!("/notes/{id}"), "").await.0,
+        204
+    );
     let (status, body) = s.get(&format!("/notes/{id}")).await;
-    assert_eq!((status, body["error"]["kind"].as_str()), (404, Some("not_found")));
-    assert_eq!(s.request("DELETE", &format!("/notes/{id}"), "").await.0, 404);
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert_eq!(
+        s.request("DELETE", &format!("/notes/{id}"), "").await.0,
+        404
+    );
     for (method, path, body, field) in [
         ("POST", "/notes", "not json", "JSON"),
         ("POST", "/notes", r#"{"text":""}"#, "`text`"),
@@ -193,22 +256,41 @@ async fn notes_api_end_to_end() {
         let (status, b) = s.request(method, path, body).await;
         assert_eq!(status, 400, "{method} {path} {body}: {b}");
         assert_eq!(b["error"]["kind"], "bad_request");
-        assert!(b["error"]["message"].as_str().unwrap().contains(field), "{b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(field),
+            "{b}"
+        );
     }
     let (status, b) = s.get("/nowhere").await;
-    assert_eq!((status, b["error"]["kind"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, b["error"]["kind"].as_str()),
+        (404, Some("not_found"))
+    );
     assert_eq!(s.mints(), 1, "the whole session used one credential");
 }
 
 #[test]
 fn the_app_world_is_what_spin_provides() {
     let (imports, exports) = lakebase_devhost::component_world(&app_wasm()).unwrap();
-    assert!(exports.iter().any(|e| e == "wasi:http/handler@0.3.0"), "{exports:?}");
-    for needed in ["spin:postgres/postgres@4.2.0", "spin:key-value/key-value@3.0.0", "spin:variables/variables@3.0.0"] {
-        assert!(imports.iter().any(|i| i == needed), "missing {needed}: {imports:?}");
+    assert!(
+        exports.iter().any(|e| e == "wasi:http/handler@0.3.0"),
+        "{exports:?}"
+    );
+    for needed in [
+        "spin:postgres/postgres@4.2.0",
+        "spin:key-value/key-value@3.0.0",
+        "spin:variables/variables@3.0.0",
+    ] {
+        assert!(
+            imports.iter().any(|i| i == needed),
+            "missing {needed}: {imports:?}"
+        );
     }
     for i in &imports {
-        let ok = i.starts_with("wasi:") || i.starts_with("spin:postgres/postgres@4.2.0") || i.starts_with("spin:key-value/key-value@3.0.0") || i.starts_with("spin:variables/variables@3.0.0");
+        let ok = i.starts_with("wasi:")
+            || i.starts_with("spin:postgres/postgres@4.2.0")
+            || i.starts_with("spin:key-value/key-value@3.0.0")
+            || i.starts_with("spin:variables/variables@3.0.0");
         assert!(ok, "unexpected import {i}");
     }
     println!("imports: {imports:?}\nexports: {exports:?}");

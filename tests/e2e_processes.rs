@@ -18,7 +18,11 @@ struct Node {
 }
 
 impl Node {
-    fn start(vars: &std::collections::HashMap<String, String>, runtime_config: &std::path::Path, state: &std::path::Path) -> Node {
+    fn start(
+        vars: &std::collections::HashMap<String, String>,
+        runtime_config: &std::path::Path,
+        state: &std::path::Path,
+    ) -> Node {
         let mut cmd = Command::new(devhost_bin());
         cmd.arg("up")
             .arg("--from")
@@ -48,7 +52,9 @@ impl Node {
                 if n == 0 {
                     break;
                 }
-                log2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                log2.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -72,11 +78,18 @@ impl Node {
         use std::io::Write;
         let addr = self.url.strip_prefix("http://").unwrap();
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         let status = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -94,13 +107,24 @@ async fn two_nodes_share_one_mint_through_redis_and_nothing_leaks() {
     let redis = RedisServer::start().expect("starting redis");
     let dir = temp_dir("nodes");
     let rc = dir.join("runtime-config.toml");
-    std::fs::write(&rc, format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url())).unwrap();
+    std::fs::write(
+        &rc,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
     let (a, b) = {
         let vars = s.vars.clone();
         let (rc1, rc2) = (rc.clone(), rc.clone());
         let (d1, d2) = (dir.join("a"), dir.join("b"));
         let v2 = vars.clone();
-        tokio::task::spawn_blocking(move || (Node::start(&vars, &rc1, &d1), Node::start(&v2, &rc2, &d2))).await.unwrap()
+        tokio::task::spawn_blocking(move || {
+            (Node::start(&vars, &rc1, &d1), Node::start(&v2, &rc2, &d2))
+        })
+        .await
+        .unwrap()
     };
     let mut responses = String::new();
     let (status, body) = tokio::task::block_in_place(|| a.get("/health"));
@@ -110,7 +134,10 @@ async fn two_nodes_share_one_mint_through_redis_and_nothing_leaks() {
     for node in [&b, &a, &b] {
         let (status, body) = tokio::task::block_in_place(|| node.get("/health"));
         assert_eq!(status, 200, "{body}");
-        assert!(body.contains("\"kv\"") || body.contains("\"memory\""), "{body}");
+        assert!(
+            body.contains("\"kv\"") || body.contains("\"memory\""),
+            "{body}"
+        );
         responses.push_str(&body);
     }
     assert_eq!(s.mints(), 1, "one mint served both nodes");
@@ -129,23 +156,39 @@ async fn two_nodes_share_one_mint_through_redis_and_nothing_leaks() {
         logs.push_str(&node.log.lock().unwrap());
     }
     logs.push_str(&s.emu.log_lines().join("\n"));
-    assert!(logs.contains("minted database credential"), "the logs were captured: {logs}");
+    assert!(
+        logs.contains("minted database credential"),
+        "the logs were captured: {logs}"
+    );
     let tokens = redis_values(&redis.url());
     assert!(!tokens.is_empty(), "the shared store holds the credential");
-    for secret in tokens.iter().map(String::as_str).chain([DEFAULT_CLIENT_SECRET, DEFAULT_PAT]) {
+    for secret in tokens
+        .iter()
+        .map(String::as_str)
+        .chain([DEFAULT_CLIENT_SECRET, DEFAULT_PAT])
+    {
         assert!(!responses.contains(secret), "secret in a response");
         assert!(!logs.contains(secret), "secret in a log:\n{logs}");
     }
-    assert!(!logs.contains("postgres://") || !logs.contains("@127.0.0.1"), "connection string in a log");
+    assert!(
+        !logs.contains("postgres://") || !logs.contains("@127.0.0.1"),
+        "connection string in a log"
+    );
 }
 
 /// Every token-like value in the Redis store (the cached credentials and workspace tokens).
 fn redis_values(url: &str) -> Vec<String> {
     let port = url.rsplit(':').next().unwrap();
-    let keys = Command::new("redis-cli").args(["-p", port, "--raw", "keys", "lakebase:*"]).output().unwrap();
+    let keys = Command::new("redis-cli")
+        .args(["-p", port, "--raw", "keys", "lakebase:*"])
+        .output()
+        .unwrap();
     let mut out = Vec::new();
     for key in String::from_utf8_lossy(&keys.stdout).lines() {
-        let v = Command::new("redis-cli").args(["-p", port, "--raw", "get", key]).output().unwrap();
+        let v = Command::new("redis-cli")
+            .args(["-p", port, "--raw", "get", key])
+            .output()
+            .unwrap();
         if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&v.stdout)
             && let Some(t) = json.get("token").and_then(|t| t.as_str())
         {

@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use lakebase_devhost::{Devhost, DevhostOptions};
-use lakebase_emulator::{Backend, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Emulator, EmulatorOptions};
+use lakebase_emulator::{
+    Backend, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Emulator, EmulatorOptions,
+};
 use lakebase_testkit::PgCluster;
 use serde_json::Value;
 
@@ -27,7 +29,14 @@ pub fn app_wasm() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let status = Command::new(env!("CARGO"))
-                .args(["build", "--target", "wasm32-wasip2", "--release", "-p", "lakebase-notes"])
+                .args([
+                    "build",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--release",
+                    "-p",
+                    "lakebase-notes",
+                ])
                 .current_dir(repo_root())
                 .status()
                 .expect("running cargo build for the app");
@@ -81,11 +90,10 @@ pub fn default_vars(emu: &Emulator) -> HashMap<String, String> {
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "lakebase-e2e-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    ));
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("lakebase-e2e-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -109,11 +117,16 @@ impl Stack {
         .expect("starting the emulator");
         let mut vars = default_vars(&emu);
         edit(&mut vars);
-        vars.retain(|_, v| !v.is_empty() || true);
         let state_dir = temp_dir("state");
         let host = load_host(&vars, &state_dir).expect("loading the app");
         assert!(wasm.exists());
-        Stack { emu, host, vars, state_dir, pg }
+        Stack {
+            emu,
+            host,
+            vars,
+            state_dir,
+            pg,
+        }
     }
 
     pub async fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
@@ -129,7 +142,8 @@ impl Stack {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
         };
         (status, value)
     }

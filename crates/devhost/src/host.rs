@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use wasmtime::component::{Accessor, Component, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader};
+use wasmtime::component::{
+    Accessor, Component, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
+};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -70,13 +72,20 @@ pub struct Ctx {
 
 impl WasiView for Ctx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for Ctx {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { hooks: &mut self.hooks, table: &mut self.table, ctx: &mut self.http }
+        WasiHttpCtxView {
+            hooks: &mut self.hooks,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
     }
 }
 
@@ -85,7 +94,10 @@ struct Hooks {
     shared: Arc<Shared>,
 }
 
-type HttpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>;
+type HttpBody = http_body_util::combinators::UnsyncBoxBody<
+    Bytes,
+    wasmtime_wasi_http::p3::bindings::http::types::ErrorCode,
+>;
 
 impl WasiHttpHooks for Hooks {
     #[allow(clippy::type_complexity)]
@@ -93,21 +105,44 @@ impl WasiHttpHooks for Hooks {
         &mut self,
         request: http::Request<HttpBody>,
         options: Option<wasmtime_wasi_http::p3::RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>> + Send>,
+        fut: Box<
+            dyn Future<
+                    Output = Result<(), wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>,
+                > + Send,
+        >,
     ) -> Box<
         dyn Future<
-                Output = Result<(
-                    http::Response<HttpBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>> + Send>,
-                ), wasmtime_wasi::TrappableError<wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>>,
+                Output = Result<
+                    (
+                        http::Response<HttpBody>,
+                        Box<
+                            dyn Future<
+                                    Output = Result<
+                                        (),
+                                        wasmtime_wasi_http::p3::bindings::http::types::ErrorCode,
+                                    >,
+                                > + Send,
+                        >,
+                    ),
+                    wasmtime_wasi::TrappableError<
+                        wasmtime_wasi_http::p3::bindings::http::types::ErrorCode,
+                    >,
+                >,
             > + Send,
     > {
         use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
         let uri = request.uri().clone();
         let scheme = uri.scheme_str().unwrap_or("https").to_owned();
         let host = uri.host().unwrap_or("").to_owned();
-        let port = uri.port_u16().or(crate::manifest::default_port(&scheme)).unwrap_or(0);
-        let allowed = self.shared.allowed.iter().any(|a| a.allows(&scheme, &host, port));
+        let port = uri
+            .port_u16()
+            .or(crate::manifest::default_port(&scheme))
+            .unwrap_or(0);
+        let allowed = self
+            .shared
+            .allowed
+            .iter()
+            .any(|a| a.allows(&scheme, &host, port));
         drop(fut);
         Box::new(async move {
             if !allowed {
@@ -117,7 +152,10 @@ impl WasiHttpHooks for Hooks {
                 return Err(ErrorCode::HttpRequestDenied.into());
             }
             let (res, io) = wasmtime_wasi_http::p3::default_send_request(request, options).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }
@@ -130,7 +168,9 @@ impl wasmtime_wasi::HostWallClock for OffsetClock {
         Duration::from_nanos(1)
     }
     fn now(&self) -> Duration {
-        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let offset = self.0.load(Ordering::Relaxed);
         if offset >= 0 {
             real + Duration::from_millis(offset as u64)
@@ -162,17 +202,25 @@ impl Devhost {
     /// Loads and validates the app (variables, allowed hosts, stores), and compiles the component.
     pub fn load(opts: DevhostOptions) -> Result<Devhost> {
         let app = App::load(&opts.manifest)?;
-        let env = opts.env.clone().unwrap_or_else(|| std::env::vars().collect());
+        let env = opts
+            .env
+            .clone()
+            .unwrap_or_else(|| std::env::vars().collect());
         let values = app.resolve_variables(&opts.variables, &env)?;
         let component_variables = app.component_variables(&values)?;
         let allowed = app.allowed_hosts(&values)?;
-        let state_dir = opts.state_dir.clone().unwrap_or_else(|| app.dir.join(".spin"));
+        let state_dir = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| app.dir.join(".spin"));
         let stores = configure_stores(&app, &state_dir, opts.runtime_config.as_deref())?;
         let engine = engine()?;
         let wasm = std::fs::read(&app.source).with_context(|| {
             format!("reading the component {} (build it first: spin build, or cargo build --target wasm32-wasip2 --release)", app.source.display())
         })?;
-        let component = Component::new(&engine, &wasm).map_err(w).with_context(|| format!("compiling {}", app.source.display()))?;
+        let component = Component::new(&engine, &wasm)
+            .map_err(w)
+            .with_context(|| format!("compiling {}", app.source.display()))?;
         let mut linker: Linker<Ctx> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(w)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(w)?;
@@ -198,12 +246,19 @@ impl Devhost {
 
     /// Moves the guest's wall clock (for all instances created from now on).
     pub fn set_clock_offset(&self, offset: Duration) {
-        self.shared.clock_offset_ms.store(offset.as_millis() as i64, Ordering::Relaxed);
+        self.shared
+            .clock_offset_ms
+            .store(offset.as_millis() as i64, Ordering::Relaxed);
     }
 
     /// The app's HTTP route.
     pub fn route(&self) -> &str {
         &self.shared.app.route
+    }
+
+    /// The id of the component that serves the route.
+    pub fn component_id(&self) -> &str {
+        &self.shared.app.component_id
     }
 
     /// The engine (tests inspect the component's imports with it).
@@ -221,7 +276,9 @@ impl Devhost {
                 table: ResourceTable::new(),
                 wasi: wasi.build(),
                 http: WasiHttpCtx::new(),
-                hooks: Hooks { shared: self.shared.clone() },
+                hooks: Hooks {
+                    shared: self.shared.clone(),
+                },
                 shared: self.shared.clone(),
             },
         )
@@ -240,13 +297,27 @@ impl Devhost {
         let (status, headers, bytes) = store
             .run_concurrent(async |accessor| {
                 let response = async {
-                    let resp = service.handle(accessor, request).await.map_err(w)?.map_err(|e| anyhow::anyhow!("the component answered with an error: {e:?}"))?;
-                    let resp = accessor.with(|access| resp.into_http(access, async { Ok(()) })).map_err(w)?;
+                    let resp = service
+                        .handle(accessor, request)
+                        .await
+                        .map_err(w)?
+                        .map_err(|e| {
+                            anyhow::anyhow!("the component answered with an error: {e:?}")
+                        })?;
+                    let resp = accessor
+                        .with(|access| resp.into_http(access, async { Ok(()) }))
+                        .map_err(w)?;
                     let (parts, body) = resp.into_parts();
-                    let bytes = body.collect().await.map_err(|e| anyhow::anyhow!("{e:?}"))?.to_bytes();
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+                        .to_bytes();
                     anyhow::Ok((parts.status, parts.headers, bytes))
                 };
-                let (out, ()) = tokio::try_join!(response, async { io.await.map_err(|e| anyhow::anyhow!("{e:?}")) })?;
+                let (out, ()) = tokio::try_join!(response, async {
+                    io.await.map_err(|e| anyhow::anyhow!("{e:?}"))
+                })?;
                 anyhow::Ok(out)
             })
             .await
@@ -258,33 +329,54 @@ impl Devhost {
     }
 }
 
-fn configure_stores(app: &App, state_dir: &std::path::Path, runtime_config: Option<&std::path::Path>) -> Result<HashMap<String, kv::Backend>> {
+fn configure_stores(
+    app: &App,
+    state_dir: &std::path::Path,
+    runtime_config: Option<&std::path::Path>,
+) -> Result<HashMap<String, kv::Backend>> {
     let mut stores = HashMap::new();
     if let Some(path) = runtime_config {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let value: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let value: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         if let Some(kvs) = value.get("key_value_store").and_then(|v| v.as_table()) {
             for (label, cfg) in kvs {
                 let kind = cfg.get("type").and_then(|t| t.as_str()).unwrap_or("");
                 let backend = match kind {
                     "spin" => {
-                        let p = cfg.get("path").and_then(|p| p.as_str()).unwrap_or("sqlite_key_value.db");
+                        let p = cfg
+                            .get("path")
+                            .and_then(|p| p.as_str())
+                            .unwrap_or("sqlite_key_value.db");
                         let p = path.parent().unwrap_or(std::path::Path::new(".")).join(p);
                         kv::Backend::sqlite(&p)?
                     }
-                    "redis" => kv::Backend::redis(cfg.get("url").and_then(|u| u.as_str()).context("key_value_store: type = \"redis\" needs url")?)?,
-                    other => bail!("key_value_store.{label}: type `{other}` is not supported by the devhost (use \"spin\" or \"redis\")"),
+                    "redis" => kv::Backend::redis(
+                        cfg.get("url")
+                            .and_then(|u| u.as_str())
+                            .context("key_value_store: type = \"redis\" needs url")?,
+                    )?,
+                    other => bail!(
+                        "key_value_store.{label}: type `{other}` is not supported by the devhost (use \"spin\" or \"redis\")"
+                    ),
                 };
                 stores.insert(label.clone(), backend);
             }
         }
     }
     if !stores.contains_key("default") {
-        stores.insert("default".into(), kv::Backend::sqlite(&state_dir.join("sqlite_key_value.db"))?);
+        stores.insert(
+            "default".into(),
+            kv::Backend::sqlite(&state_dir.join("sqlite_key_value.db"))?,
+        );
     }
     for label in &app.key_value_stores {
         if !stores.contains_key(label) {
-            bail!("component `{}` uses key-value store `{label}`, which is not configured: add [key_value_store.{label}] to a runtime config file", app.component_id);
+            bail!(
+                "component `{}` uses key-value store `{label}`, which is not configured: add [key_value_store.{label}] to a runtime config file",
+                app.component_id
+            );
         }
     }
     Ok(stores)
@@ -293,11 +385,16 @@ fn configure_stores(app: &App, state_dir: &std::path::Path, runtime_config: Opti
 // ---- spin:variables -------------------------------------------------------------------------
 
 impl varw::HostWithStore<Ctx> for SpinHost {
-    async fn get(accessor: &Accessor<Ctx, Self>, name: String) -> wasmtime::Result<Result<String, varw::Error>> {
+    async fn get(
+        accessor: &Accessor<Ctx, Self>,
+        name: String,
+    ) -> wasmtime::Result<Result<String, varw::Error>> {
         let shared = accessor.with(|mut a| a.get().shared.clone());
         Ok(match shared.component_variables.get(&name) {
             Some(v) => Ok(v.clone()),
-            None => Err(varw::Error::Undefined(format!("no variable for \"{name}\""))),
+            None => Err(varw::Error::Undefined(format!(
+                "no variable for \"{name}\""
+            ))),
         })
     }
 }
@@ -311,7 +408,10 @@ pub struct StoreHandle {
     backend: kv::Backend,
 }
 
-fn store_of(accessor: &Accessor<Ctx, SpinHost>, r: &Resource<StoreHandle>) -> wasmtime::Result<(String, kv::Backend)> {
+fn store_of(
+    accessor: &Accessor<Ctx, SpinHost>,
+    r: &Resource<StoreHandle>,
+) -> wasmtime::Result<(String, kv::Backend)> {
     accessor.with(|mut a| {
         let s = a.get().table.get(r)?;
         Ok((s.label.clone(), s.backend.clone()))
@@ -323,7 +423,10 @@ fn kv_other(e: anyhow::Error) -> kvw::Error {
 }
 
 impl kvw::HostStoreWithStore<Ctx> for SpinHost {
-    async fn open(accessor: &Accessor<Ctx, Self>, label: String) -> wasmtime::Result<Result<Resource<StoreHandle>, kvw::Error>> {
+    async fn open(
+        accessor: &Accessor<Ctx, Self>,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<StoreHandle>, kvw::Error>> {
         accessor.with(|mut a| {
             let ctx = a.get();
             if !ctx.shared.app.key_value_stores.contains(&label) {
@@ -336,24 +439,44 @@ impl kvw::HostStoreWithStore<Ctx> for SpinHost {
         })
     }
 
-    async fn get(accessor: &Accessor<Ctx, Self>, s: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, kvw::Error>> {
+    async fn get(
+        accessor: &Accessor<Ctx, Self>,
+        s: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, kvw::Error>> {
         let (label, b) = store_of(accessor, &s)?;
         Ok(b.get(&label, &key).await.map_err(kv_other))
     }
 
-    async fn set(accessor: &Accessor<Ctx, Self>, s: Resource<StoreHandle>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), kvw::Error>> {
+    async fn set(
+        accessor: &Accessor<Ctx, Self>,
+        s: Resource<StoreHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), kvw::Error>> {
         let (label, b) = store_of(accessor, &s)?;
         Ok(b.set(&label, &key, value).await.map_err(kv_other))
     }
 
-    async fn delete(accessor: &Accessor<Ctx, Self>, s: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<(), kvw::Error>> {
+    async fn delete(
+        accessor: &Accessor<Ctx, Self>,
+        s: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), kvw::Error>> {
         let (label, b) = store_of(accessor, &s)?;
         Ok(b.delete(&label, &key).await.map_err(kv_other))
     }
 
-    async fn exists(accessor: &Accessor<Ctx, Self>, s: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<bool, kvw::Error>> {
+    async fn exists(
+        accessor: &Accessor<Ctx, Self>,
+        s: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, kvw::Error>> {
         let (label, b) = store_of(accessor, &s)?;
-        Ok(b.get(&label, &key).await.map(|v| v.is_some()).map_err(kv_other))
+        Ok(b.get(&label, &key)
+            .await
+            .map(|v| v.is_some())
+            .map_err(kv_other))
     }
 
     async fn get_keys(
@@ -385,15 +508,31 @@ impl kvw::Host for Ctx {}
 // ---- spin:postgres --------------------------------------------------------------------------
 
 impl Ctx {
-    async fn open_pg(&mut self, address: &str, ca_root: Option<&str>) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+    async fn open_pg(
+        &mut self,
+        address: &str,
+        ca_root: Option<&str>,
+    ) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
         let shared = self.shared.clone();
-        match shared.pools.get(address, ca_root, &shared.allowed, &shared.secrets_with(address)).await {
+        match shared
+            .pools
+            .get(
+                address,
+                ca_root,
+                &shared.allowed,
+                &shared.secrets_with(address),
+            )
+            .await
+        {
             Ok(client) => Ok(Ok(self.table.push(pg::Connection { client })?)),
             Err(e) => Ok(Err(e)),
         }
     }
 
-    fn client(&self, r: &Resource<pg::Connection>) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
+    fn client(
+        &self,
+        r: &Resource<pg::Connection>,
+    ) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
         Ok(self.table.get(r)?.client.clone())
     }
 }
@@ -426,31 +565,62 @@ async fn run_query(
     params: Vec<pgw::ParameterValue>,
 ) -> Result<(Vec<pgw::Column>, Vec<Vec<pgw::DbValue>>), pgw::Error> {
     let params = pg::params(params)?;
-    let refs: Vec<&(dyn postgres_types::ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync)).collect();
+    let refs: Vec<&(dyn postgres_types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync))
+        .collect();
     let stmt = client.prepare(&statement).await.map_err(pg::query_error)?;
     let rows = client.query(&stmt, &refs).await.map_err(pg::query_error)?;
     let columns = pg::columns(stmt.columns());
-    let rows = rows.iter().map(pg::row_values).collect::<Result<Vec<_>, _>>()?;
+    let rows = rows
+        .iter()
+        .map(pg::row_values)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((columns, rows))
 }
 
-async fn run_execute(client: Arc<tokio_postgres::Client>, statement: String, params: Vec<pgw::ParameterValue>) -> Result<u64, pgw::Error> {
+async fn run_execute(
+    client: Arc<tokio_postgres::Client>,
+    statement: String,
+    params: Vec<pgw::ParameterValue>,
+) -> Result<u64, pgw::Error> {
     let params = pg::params(params)?;
-    let refs: Vec<&(dyn postgres_types::ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync)).collect();
-    client.execute(&statement, &refs).await.map_err(pg::query_error)
+    let refs: Vec<&(dyn postgres_types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync))
+        .collect();
+    client
+        .execute(&statement, &refs)
+        .await
+        .map_err(pg::query_error)
 }
 
 impl pgw::HostConnection for Ctx {
-    async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+    async fn open(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
         self.open_pg(&address, None).await
     }
 
-    async fn query(&mut self, r: Resource<pg::Connection>, statement: String, params: Vec<pgw::ParameterValue>) -> wasmtime::Result<Result<pgw::RowSet, pgw::Error>> {
+    async fn query(
+        &mut self,
+        r: Resource<pg::Connection>,
+        statement: String,
+        params: Vec<pgw::ParameterValue>,
+    ) -> wasmtime::Result<Result<pgw::RowSet, pgw::Error>> {
         let client = self.client(&r)?;
-        Ok(run_query(client, statement, params).await.map(|(columns, rows)| pgw::RowSet { columns, rows }))
+        Ok(run_query(client, statement, params)
+            .await
+            .map(|(columns, rows)| pgw::RowSet { columns, rows }))
     }
 
-    async fn execute(&mut self, r: Resource<pg::Connection>, statement: String, params: Vec<pgw::ParameterValue>) -> wasmtime::Result<Result<u64, pgw::Error>> {
+    async fn execute(
+        &mut self,
+        r: Resource<pg::Connection>,
+        statement: String,
+        params: Vec<pgw::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, pgw::Error>> {
         let client = self.client(&r)?;
         Ok(run_execute(client, statement, params).await)
     }
@@ -462,10 +632,24 @@ impl pgw::HostConnection for Ctx {
 }
 
 impl pgw::HostConnectionWithStore<Ctx> for SpinHost {
-    async fn open_async(accessor: &Accessor<Ctx, Self>, address: String) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+    async fn open_async(
+        accessor: &Accessor<Ctx, Self>,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
         let shared = accessor.with(|mut a| a.get().shared.clone());
-        match shared.pools.get(&address, None, &shared.allowed, &shared.secrets_with(&address)).await {
-            Ok(client) => accessor.with(|mut a| Ok(Ok(a.get().table.push(pg::Connection { client })?))),
+        match shared
+            .pools
+            .get(
+                &address,
+                None,
+                &shared.allowed,
+                &shared.secrets_with(&address),
+            )
+            .await
+        {
+            Ok(client) => {
+                accessor.with(|mut a| Ok(Ok(a.get().table.push(pg::Connection { client })?)))
+            }
             Err(e) => Ok(Err(e)),
         }
     }
@@ -476,7 +660,16 @@ impl pgw::HostConnectionWithStore<Ctx> for SpinHost {
         r: Resource<pg::Connection>,
         statement: String,
         params: Vec<pgw::ParameterValue>,
-    ) -> wasmtime::Result<Result<(Vec<pgw::Column>, StreamReader<pgw::Row>, FutureReader<Result<(), pgw::Error>>), pgw::Error>> {
+    ) -> wasmtime::Result<
+        Result<
+            (
+                Vec<pgw::Column>,
+                StreamReader<pgw::Row>,
+                FutureReader<Result<(), pgw::Error>>,
+            ),
+            pgw::Error,
+        >,
+    > {
         let client = accessor.with(|mut a| a.get().client(&r))?;
         let (columns, rows) = match run_query(client, statement, params).await {
             Ok(v) => v,
@@ -484,12 +677,19 @@ impl pgw::HostConnectionWithStore<Ctx> for SpinHost {
         };
         accessor.with(|mut a| {
             let stream = StreamReader::new(&mut a, rows)?;
-            let future = FutureReader::new(&mut a, async { wasmtime::error::Ok(Ok::<(), pgw::Error>(())) })?;
+            let future = FutureReader::new(&mut a, async {
+                wasmtime::error::Ok(Ok::<(), pgw::Error>(()))
+            })?;
             Ok(Ok((columns, stream, future)))
         })
     }
 
-    async fn execute_async(accessor: &Accessor<Ctx, Self>, r: Resource<pg::Connection>, statement: String, params: Vec<pgw::ParameterValue>) -> wasmtime::Result<Result<u64, pgw::Error>> {
+    async fn execute_async(
+        accessor: &Accessor<Ctx, Self>,
+        r: Resource<pg::Connection>,
+        statement: String,
+        params: Vec<pgw::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, pgw::Error>> {
         let client = accessor.with(|mut a| a.get().client(&r))?;
         Ok(run_execute(client, statement, params).await)
     }
@@ -497,15 +697,25 @@ impl pgw::HostConnectionWithStore<Ctx> for SpinHost {
 
 impl pgw::HostConnectionBuilder for Ctx {
     async fn new(&mut self, address: String) -> wasmtime::Result<Resource<pg::ConnectionBuilder>> {
-        Ok(self.table.push(pg::ConnectionBuilder { address, ca_root: None })?)
+        Ok(self.table.push(pg::ConnectionBuilder {
+            address,
+            ca_root: None,
+        })?)
     }
 
-    async fn set_ca_root(&mut self, r: Resource<pg::ConnectionBuilder>, certificate: String) -> wasmtime::Result<Result<(), pgw::Error>> {
+    async fn set_ca_root(
+        &mut self,
+        r: Resource<pg::ConnectionBuilder>,
+        certificate: String,
+    ) -> wasmtime::Result<Result<(), pgw::Error>> {
         self.table.get_mut(&r)?.ca_root = Some(certificate);
         Ok(Ok(()))
     }
 
-    async fn build(&mut self, r: Resource<pg::ConnectionBuilder>) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+    async fn build(
+        &mut self,
+        r: Resource<pg::ConnectionBuilder>,
+    ) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
         let b = self.table.get(&r)?;
         let (address, ca) = (b.address.clone(), b.ca_root.clone());
         self.open_pg(&address, ca.as_deref()).await
@@ -518,14 +728,28 @@ impl pgw::HostConnectionBuilder for Ctx {
 }
 
 impl pgw::HostConnectionBuilderWithStore<Ctx> for SpinHost {
-    async fn build_async(accessor: &Accessor<Ctx, Self>, r: Resource<pg::ConnectionBuilder>) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
+    async fn build_async(
+        accessor: &Accessor<Ctx, Self>,
+        r: Resource<pg::ConnectionBuilder>,
+    ) -> wasmtime::Result<Result<Resource<pg::Connection>, pgw::Error>> {
         let (shared, address, ca) = accessor.with(|mut a| -> wasmtime::Result<_> {
             let ctx = a.get();
             let b = ctx.table.get(&r)?;
             Ok((ctx.shared.clone(), b.address.clone(), b.ca_root.clone()))
         })?;
-        match shared.pools.get(&address, ca.as_deref(), &shared.allowed, &shared.secrets_with(&address)).await {
-            Ok(client) => accessor.with(|mut a| Ok(Ok(a.get().table.push(pg::Connection { client })?))),
+        match shared
+            .pools
+            .get(
+                &address,
+                ca.as_deref(),
+                &shared.allowed,
+                &shared.secrets_with(&address),
+            )
+            .await
+        {
+            Ok(client) => {
+                accessor.with(|mut a| Ok(Ok(a.get().table.push(pg::Connection { client })?)))
+            }
             Err(e) => Ok(Err(e)),
         }
     }
@@ -542,7 +766,13 @@ pub fn component_world(wasm_path: &std::path::Path) -> Result<(Vec<String>, Vec<
     let engine = engine()?;
     let component = Component::from_file(&engine, wasm_path).map_err(w)?;
     let ty = component.component_type();
-    let imports = ty.imports(&engine).map(|(name, _)| name.to_owned()).collect();
-    let exports = ty.exports(&engine).map(|(name, _)| name.to_owned()).collect();
+    let imports = ty
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let exports = ty
+        .exports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     Ok((imports, exports))
 }

@@ -21,7 +21,8 @@ impl Backend {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let conn = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let conn = rusqlite::Connection::open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
@@ -34,7 +35,9 @@ impl Backend {
 
     /// A Redis store at `url` (`redis://host:port`).
     pub fn redis(url: &str) -> Result<Backend> {
-        Ok(Backend::Redis(Arc::new(redis::Client::open(url).with_context(|| format!("redis url `{url}`"))?)))
+        Ok(Backend::Redis(Arc::new(
+            redis::Client::open(url).with_context(|| format!("redis url `{url}`"))?,
+        )))
     }
 
     /// Value of `key` in `store`.
@@ -45,7 +48,9 @@ impl Backend {
                 let (store, key) = (store.to_owned(), key.to_owned());
                 tokio::task::spawn_blocking(move || {
                     let c = c.lock().unwrap();
-                    let mut stmt = c.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
+                    let mut stmt = c.prepare_cached(
+                        "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                    )?;
                     let mut rows = stmt.query(rusqlite::params![store, key])?;
                     Ok(match rows.next()? {
                         Some(row) => Some(row.get(0)?),
@@ -92,9 +97,10 @@ impl Backend {
                 let c = c.clone();
                 let (store, key) = (store.to_owned(), key.to_owned());
                 tokio::task::spawn_blocking(move || {
-                    c.lock()
-                        .unwrap()
-                        .execute("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2", rusqlite::params![store, key])?;
+                    c.lock().unwrap().execute(
+                        "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                        rusqlite::params![store, key],
+                    )?;
                     Ok(())
                 })
                 .await?
@@ -115,8 +121,11 @@ impl Backend {
                 let store = store.to_owned();
                 tokio::task::spawn_blocking(move || {
                     let c = c.lock().unwrap();
-                    let mut stmt = c.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?;
-                    let keys = stmt.query_map([store], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+                    let mut stmt =
+                        c.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?;
+                    let keys = stmt
+                        .query_map([store], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?;
                     Ok(keys)
                 })
                 .await?

@@ -22,7 +22,9 @@ OPTIONS:
 
 fn parse_duration(s: &str) -> Result<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().with_context(|| format!("invalid duration `{s}`"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("invalid duration `{s}`"))?;
     Ok(match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
@@ -43,7 +45,10 @@ async fn main() -> Result<()> {
         }
         Some(other) => bail!("unknown command `{other}`: try `devhost up --help`"),
     }
-    let mut opts = DevhostOptions { manifest: PathBuf::from("."), ..Default::default() };
+    let mut opts = DevhostOptions {
+        manifest: PathBuf::from("."),
+        ..Default::default()
+    };
     let mut listen = "127.0.0.1:3000".to_owned();
     let mut variables = HashMap::new();
     while let Some(a) = args.next() {
@@ -58,7 +63,9 @@ async fn main() -> Result<()> {
             "--state-dir" => opts.state_dir = Some(PathBuf::from(value()?)),
             "--variable" => {
                 let v = value()?;
-                let (k, val) = v.split_once('=').with_context(|| format!("--variable `{v}`: expected NAME=VALUE"))?;
+                let (k, val) = v
+                    .split_once('=')
+                    .with_context(|| format!("--variable `{v}`: expected NAME=VALUE"))?;
                 variables.insert(k.to_owned(), val.to_owned());
             }
             "--runtime-config-file" => opts.runtime_config = Some(PathBuf::from(value()?)),
@@ -68,9 +75,20 @@ async fn main() -> Result<()> {
     }
     opts.variables = variables;
     let host = Devhost::load(opts)?;
-    let server = host.serve(listen.parse().with_context(|| format!("--listen `{listen}`"))?).await?;
+    let server = host
+        .serve(
+            listen
+                .parse()
+                .with_context(|| format!("--listen `{listen}`"))?,
+        )
+        .await?;
     println!("Serving http://{}", server.local_addr());
-    println!("Available Routes:\n  {}: http://{}{}", "app", server.local_addr(), host.route().trim_end_matches("/..."));
+    println!(
+        "Available Routes:\n  {}: http://{}{}",
+        host.component_id(),
+        server.local_addr(),
+        host.route().trim_end_matches("/...")
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

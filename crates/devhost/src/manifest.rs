@@ -99,21 +99,35 @@ pub struct App {
 impl App {
     /// Reads `spin.toml` (or `<dir>/spin.toml`).
     pub fn load(path: &Path) -> Result<App> {
-        let file = if path.is_dir() { path.join("spin.toml") } else { path.to_owned() };
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-        let raw: RawManifest = toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let file = if path.is_dir() {
+            path.join("spin.toml")
+        } else {
+            path.to_owned()
+        };
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let raw: RawManifest =
+            toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
         if raw.spin_manifest_version != 2 {
-            bail!("{}: only spin_manifest_version = 2 is supported", file.display());
+            bail!(
+                "{}: only spin_manifest_version = 2 is supported",
+                file.display()
+            );
         }
         let trigger = match raw.trigger.http.as_slice() {
             [one] => one,
             [] => bail!("{}: no [[trigger.http]]", file.display()),
-            _ => bail!("{}: the devhost serves one [[trigger.http]] component", file.display()),
+            _ => bail!(
+                "{}: the devhost serves one [[trigger.http]] component",
+                file.display()
+            ),
         };
-        let comp = raw
-            .component
-            .get(&trigger.component)
-            .with_context(|| format!("trigger names component `{}`, which is not defined", trigger.component))?;
+        let comp = raw.component.get(&trigger.component).with_context(|| {
+            format!(
+                "trigger names component `{}`, which is not defined",
+                trigger.component
+            )
+        })?;
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let variables = raw
             .variables
@@ -123,7 +137,14 @@ impl App {
                 if v.required && v.default.is_some() {
                     bail!("variable `{name}`: a required variable cannot have a default");
                 }
-                Ok((name, Variable { default: v.default, required: v.required, secret: v.secret }))
+                Ok((
+                    name,
+                    Variable {
+                        default: v.default,
+                        required: v.required,
+                        secret: v.secret,
+                    },
+                ))
             })
             .collect::<Result<_>>()?;
         Ok(App {
@@ -154,7 +175,11 @@ impl App {
         let mut out = HashMap::new();
         for (name, var) in &self.variables {
             let env_name = format!("SPIN_VARIABLE_{}", name.to_uppercase());
-            let value = cli.get(name).or_else(|| env.get(&env_name)).cloned().or_else(|| var.default.clone());
+            let value = cli
+                .get(name)
+                .or_else(|| env.get(&env_name))
+                .cloned()
+                .or_else(|| var.default.clone());
             match value {
                 Some(v) => {
                     out.insert(name.clone(), v);
@@ -169,10 +194,18 @@ impl App {
     }
 
     /// The component's variables, rendered from the application's.
-    pub fn component_variables(&self, app_values: &HashMap<String, String>) -> Result<HashMap<String, String>> {
+    pub fn component_variables(
+        &self,
+        app_values: &HashMap<String, String>,
+    ) -> Result<HashMap<String, String>> {
         self.component_variables
             .iter()
-            .map(|(k, t)| Ok((k.clone(), render(t, app_values).with_context(|| format!("component variable `{k}`"))?)))
+            .map(|(k, t)| {
+                Ok((
+                    k.clone(),
+                    render(t, app_values).with_context(|| format!("component variable `{k}`"))?,
+                ))
+            })
             .collect()
     }
 
@@ -209,7 +242,9 @@ impl App {
 fn validate_variable_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !ok {
         bail!("variable name `{name}` must be lower_snake_case");
     }
@@ -221,7 +256,10 @@ pub fn template_variables(template: &str) -> Vec<String> {
     template
         .split("{{")
         .skip(1)
-        .filter_map(|part| part.split_once("}}").map(|(name, _)| name.trim().to_owned()))
+        .filter_map(|part| {
+            part.split_once("}}")
+                .map(|(name, _)| name.trim().to_owned())
+        })
         .collect()
 }
 
@@ -232,11 +270,13 @@ pub fn render(template: &str, values: &HashMap<String, String>) -> Result<String
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").with_context(|| format!("unclosed `{{{{` in `{template}`"))?;
+        let end = after
+            .find("}}")
+            .with_context(|| format!("unclosed `{{{{` in `{template}`"))?;
         let name = after[..end].trim();
-        let value = values
-            .get(name)
-            .with_context(|| format!("template `{template}` uses variable `{name}`, which has no value"))?;
+        let value = values.get(name).with_context(|| {
+            format!("template `{template}` uses variable `{name}`, which has no value")
+        })?;
         out.push_str(value);
         rest = &after[end + 2..];
     }
@@ -256,7 +296,9 @@ pub struct AllowedHost {
 impl AllowedHost {
     /// Parses an entry.
     pub fn parse(text: &str) -> Result<AllowedHost> {
-        let (scheme, rest) = text.split_once("://").context("an allowed host needs a scheme, e.g. https://example.com")?;
+        let (scheme, rest) = text
+            .split_once("://")
+            .context("an allowed host needs a scheme, e.g. https://example.com")?;
         if scheme.is_empty() {
             bail!("empty scheme");
         }
@@ -290,7 +332,10 @@ impl AllowedHost {
         let host = host.to_ascii_lowercase();
         let host_ok = self.host == "*"
             || self.host == host
-            || self.host.strip_prefix("*.").is_some_and(|d| host.ends_with(&format!(".{d}")));
+            || self
+                .host
+                .strip_prefix("*.")
+                .is_some_and(|d| host.ends_with(&format!(".{d}")));
         let port_ok = match &self.port {
             Some(p) if p == "*" => true,
             Some(p) if is_port_range(p) => {
@@ -306,7 +351,8 @@ impl AllowedHost {
 }
 
 fn is_port_range(p: &str) -> bool {
-    p.split_once("..").is_some_and(|(a, b)| a.parse::<u16>().is_ok() && b.parse::<u16>().is_ok())
+    p.split_once("..")
+        .is_some_and(|(a, b)| a.parse::<u16>().is_ok() && b.parse::<u16>().is_ok())
 }
 
 /// Default port of a scheme.
@@ -333,19 +379,58 @@ mod tests {
             ("https://example.com", "http", "example.com", 80, false),
             ("http://127.0.0.1:8787", "http", "127.0.0.1", 8787, true),
             ("http://127.0.0.1:8787", "http", "localhost", 8787, false),
-            ("postgres://*:5432", "postgres", "ep-1.database.cloud.databricks.com", 5432, true),
+            (
+                "postgres://*:5432",
+                "postgres",
+                "ep-1.database.cloud.databricks.com",
+                5432,
+                true,
+            ),
             ("postgres://*:5432", "postgres", "h", 5433, false),
-            ("postgres://*.cloud.databricks.com:5432", "postgres", "ep.database.cloud.databricks.com", 5432, true),
-            ("postgres://*.cloud.databricks.com:5432", "postgres", "cloud.databricks.com.evil", 5432, false),
+            (
+                "postgres://*.cloud.databricks.com:5432",
+                "postgres",
+                "ep.database.cloud.databricks.com",
+                5432,
+                true,
+            ),
+            (
+                "postgres://*.cloud.databricks.com:5432",
+                "postgres",
+                "cloud.databricks.com.evil",
+                5432,
+                false,
+            ),
             ("*://example.com:*", "http", "example.com", 1234, true),
-            ("https://example.com:8000..8010", "https", "example.com", 8005, true),
-            ("https://example.com:8000..8010", "https", "example.com", 8010, false),
+            (
+                "https://example.com:8000..8010",
+                "https",
+                "example.com",
+                8005,
+                true,
+            ),
+            (
+                "https://example.com:8000..8010",
+                "https",
+                "example.com",
+                8010,
+                false,
+            ),
         ];
         for (entry, scheme, host, port, want) in cases {
             let a = AllowedHost::parse(entry).unwrap();
-            assert_eq!(a.allows(scheme, host, port), want, "{entry} vs {scheme}://{host}:{port}");
+            assert_eq!(
+                a.allows(scheme, host, port),
+                want,
+                "{entry} vs {scheme}://{host}:{port}"
+            );
         }
-        for bad in ["postgres://:5432", "example.com", "https://x/path", "https://h:port"] {
+        for bad in [
+            "postgres://:5432",
+            "example.com",
+            "https://x/path",
+            "https://h:port",
+        ] {
             assert!(AllowedHost::parse(bad).is_err(), "{bad}");
         }
     }

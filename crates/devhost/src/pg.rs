@@ -1,6 +1,8 @@
 //! `spin:postgres@4.2.0` on tokio-postgres: address parsing and the allowed-host check as Spin
 //! does them, TLS that verifies the certificate (webpki roots, or the guest's CA root), one
 //! shared client per connection string + CA, and every WIT value type mapped both ways.
+// The error type is the WIT's `error` variant, returned to the guest as it is.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 use std::error::Error as _;
@@ -13,7 +15,8 @@ use postgres_types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::config::SslMode;
 
 use crate::bindings::spin::postgres::postgres::{
-    Column, DbDataType, DbError, DbValue, Error, Interval, ParameterValue, QueryError, RangeBoundKind,
+    Column, DbDataType, DbError, DbValue, Error, Interval, ParameterValue, QueryError,
+    RangeBoundKind,
 };
 use crate::manifest::AllowedHost;
 
@@ -28,10 +31,13 @@ pub struct ConnectionBuilder {
     pub(crate) ca_root: Option<String>,
 }
 
+/// A pool key: the full connection string and the CA root.
+type PoolKey = (String, Option<String>);
+
 /// Shared clients, keyed by connection string and CA.
 #[derive(Default)]
 pub struct Pools {
-    clients: Mutex<HashMap<(String, Option<String>), Arc<tokio_postgres::Client>>>,
+    clients: Mutex<HashMap<PoolKey, Arc<tokio_postgres::Client>>>,
 }
 
 impl Pools {
@@ -57,7 +63,10 @@ impl Pools {
 
 /// Replaces secrets (e.g. a password echoed in an error) before a message leaves the host.
 fn scrub(text: String, secrets: &[String]) -> String {
-    secrets.iter().filter(|s| s.len() >= 6).fold(text, |t, s| t.replace(s.as_str(), "****"))
+    secrets
+        .iter()
+        .filter(|s| s.len() >= 6)
+        .fold(text, |t, s| t.replace(s.as_str(), "****"))
 }
 
 async fn connect(
@@ -73,7 +82,11 @@ async fn connect(
         let host = match host {
             tokio_postgres::config::Host::Tcp(h) => h.clone(),
             #[allow(unreachable_patterns)]
-            _ => return Err(Error::ConnectionFailed("unix sockets are not supported".into())),
+            _ => {
+                return Err(Error::ConnectionFailed(
+                    "unix sockets are not supported".into(),
+                ));
+            }
         };
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         if !allowed.iter().any(|a| a.allows("postgres", &host, port)) {
@@ -95,7 +108,10 @@ async fn connect(
         Error::ConnectionFailed(scrub(text, secrets))
     };
     let client = if config.get_ssl_mode() == SslMode::Disable {
-        let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(failed)?;
+        let (client, conn) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(failed)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -116,7 +132,8 @@ fn tls_config(ca_root: Option<&str>) -> Result<rustls::ClientConfig, Error> {
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = ca_root {
         for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-            let cert = cert.map_err(|e| Error::ConnectionFailed(format!("invalid CA root: {e}")))?;
+            let cert =
+                cert.map_err(|e| Error::ConnectionFailed(format!("invalid CA root: {e}")))?;
             roots
                 .add(cert)
                 .map_err(|e| Error::ConnectionFailed(format!("invalid CA root: {e}")))?;
@@ -139,7 +156,10 @@ pub fn query_error(e: tokio_postgres::Error) -> Error {
             code: db.code().code().to_owned(),
             message: db.message().to_owned(),
             detail: db.detail().map(str::to_owned),
-            extras: db.hint().map(|h| vec![("hint".to_owned(), h.to_owned())]).unwrap_or_default(),
+            extras: db
+                .hint()
+                .map(|h| vec![("hint".to_owned(), h.to_owned())])
+                .unwrap_or_default(),
         })),
         None => Error::QueryFailed(QueryError::Text(e.to_string())),
     }
@@ -181,7 +201,10 @@ pub fn data_type(t: &Type) -> DbDataType {
 /// The columns of a statement.
 pub fn columns(cols: &[tokio_postgres::Column]) -> Vec<Column> {
     cols.iter()
-        .map(|c| Column { name: c.name().to_owned(), data_type: data_type(c.type_()) })
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            data_type: data_type(c.type_()),
+        })
         .collect()
 }
 
@@ -263,23 +286,43 @@ pub fn row_values(row: &tokio_postgres::Row) -> Result<Vec<DbValue>, Error> {
             Type::FLOAT8 => get::<f64>(row, i)?.map(DbValue::Floating64),
             Type::TEXT | Type::VARCHAR | Type::BPCHAR => get::<String>(row, i)?.map(DbValue::Str),
             Type::BYTEA => get::<Vec<u8>>(row, i)?.map(DbValue::Binary),
-            Type::DATE => get::<NaiveDate>(row, i)?.map(|d| DbValue::Date((d.year(), d.month() as u8, d.day() as u8))),
-            Type::TIME => get::<NaiveTime>(row, i)?
-                .map(|t| DbValue::Time((t.hour() as u8, t.minute() as u8, t.second() as u8, t.nanosecond()))),
-            Type::TIMESTAMP => get::<NaiveDateTime>(row, i)?.map(|dt| DbValue::Datetime(datetime_tuple(dt))),
-            Type::TIMESTAMPTZ => get::<chrono::DateTime<chrono::Utc>>(row, i)?.map(|dt| DbValue::Datetime(datetime_tuple(dt.naive_utc()))),
+            Type::DATE => get::<NaiveDate>(row, i)?
+                .map(|d| DbValue::Date((d.year(), d.month() as u8, d.day() as u8))),
+            Type::TIME => get::<NaiveTime>(row, i)?.map(|t| {
+                DbValue::Time((
+                    t.hour() as u8,
+                    t.minute() as u8,
+                    t.second() as u8,
+                    t.nanosecond(),
+                ))
+            }),
+            Type::TIMESTAMP => {
+                get::<NaiveDateTime>(row, i)?.map(|dt| DbValue::Datetime(datetime_tuple(dt)))
+            }
+            Type::TIMESTAMPTZ => get::<chrono::DateTime<chrono::Utc>>(row, i)?
+                .map(|dt| DbValue::Datetime(datetime_tuple(dt.naive_utc()))),
             Type::UUID => get::<uuid::Uuid>(row, i)?.map(|u| DbValue::Uuid(u.to_string())),
-            Type::JSON | Type::JSONB => get::<serde_json::Value>(row, i)?.map(|j| DbValue::Jsonb(j.to_string().into_bytes())),
-            Type::NUMERIC => get::<rust_decimal::Decimal>(row, i)?.map(|d| DbValue::Decimal(d.to_string())),
-            Type::INT4_RANGE => get::<PgRange<i32>>(row, i)?.map(|r| DbValue::RangeInt32((r.0, r.1))),
-            Type::INT8_RANGE => get::<PgRange<i64>>(row, i)?.map(|r| DbValue::RangeInt64((r.0, r.1))),
+            Type::JSON | Type::JSONB => get::<serde_json::Value>(row, i)?
+                .map(|j| DbValue::Jsonb(j.to_string().into_bytes())),
+            Type::NUMERIC => {
+                get::<rust_decimal::Decimal>(row, i)?.map(|d| DbValue::Decimal(d.to_string()))
+            }
+            Type::INT4_RANGE => {
+                get::<PgRange<i32>>(row, i)?.map(|r| DbValue::RangeInt32((r.0, r.1)))
+            }
+            Type::INT8_RANGE => {
+                get::<PgRange<i64>>(row, i)?.map(|r| DbValue::RangeInt64((r.0, r.1)))
+            }
             Type::NUM_RANGE => get::<PgRange<rust_decimal::Decimal>>(row, i)?
                 .map(|r| DbValue::RangeDecimal((dec_bound(r.0), dec_bound(r.1)))),
             Type::INT4_ARRAY => get::<Vec<Option<i32>>>(row, i)?.map(DbValue::ArrayInt32),
             Type::INT8_ARRAY => get::<Vec<Option<i64>>>(row, i)?.map(DbValue::ArrayInt64),
-            Type::NUMERIC_ARRAY => get::<Vec<Option<rust_decimal::Decimal>>>(row, i)?
-                .map(|v| DbValue::ArrayDecimal(v.into_iter().map(|d| d.map(|d| d.to_string())).collect())),
-            Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => get::<Vec<Option<String>>>(row, i)?.map(DbValue::ArrayStr),
+            Type::NUMERIC_ARRAY => get::<Vec<Option<rust_decimal::Decimal>>>(row, i)?.map(|v| {
+                DbValue::ArrayDecimal(v.into_iter().map(|d| d.map(|d| d.to_string())).collect())
+            }),
+            Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => {
+                get::<Vec<Option<String>>>(row, i)?.map(DbValue::ArrayStr)
+            }
             Type::INTERVAL => get::<PgInterval>(row, i)?.map(|v| DbValue::Interval(v.0)),
             _ => get::<Raw>(row, i)?.map(|r| DbValue::Unsupported(r.0)),
         };
@@ -306,7 +349,11 @@ fn datetime_tuple(dt: NaiveDateTime) -> (i32, u8, u8, u8, u8, u8, u32) {
 #[derive(Debug)]
 struct Null;
 impl ToSql for Null {
-    fn to_sql(&self, _: &Type, _: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         Ok(IsNull::Yes)
     }
     fn accepts(_: &Type) -> bool {
@@ -316,7 +363,11 @@ impl ToSql for Null {
 }
 
 impl ToSql for PgIntervalParam {
-    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         out.extend_from_slice(&self.0.micros.to_be_bytes());
         out.extend_from_slice(&self.0.days.to_be_bytes());
         out.extend_from_slice(&self.0.months.to_be_bytes());
@@ -333,13 +384,22 @@ struct PgIntervalParam(Interval);
 #[derive(Debug)]
 struct RangeParam<T>(Bound<T>, Bound<T>);
 impl<T: ToSql> ToSql for RangeParam<T> {
-    fn to_sql(&self, t: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        t: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         use postgres_protocol::types::{RangeBound, range_to_sql};
         let element = match t.kind() {
             postgres_types::Kind::Range(e) => e.clone(),
             _ => return Err("not a range".into()),
         };
-        let bound = |b: &Bound<T>, buf: &mut BytesMut| -> Result<RangeBound<postgres_protocol::IsNull>, Box<dyn std::error::Error + Sync + Send>> {
+        let bound = |b: &Bound<T>,
+                     buf: &mut BytesMut|
+         -> Result<
+            RangeBound<postgres_protocol::IsNull>,
+            Box<dyn std::error::Error + Sync + Send>,
+        > {
             Ok(match b {
                 None => RangeBound::Unbounded,
                 Some((v, kind)) => {
@@ -364,7 +424,8 @@ impl<T: ToSql> ToSql for RangeParam<T> {
 }
 
 fn decimal(s: &str) -> Result<rust_decimal::Decimal, Error> {
-    rust_decimal::Decimal::from_str_exact(s).map_err(|e| Error::BadParameter(format!("invalid decimal `{s}`: {e}")))
+    rust_decimal::Decimal::from_str_exact(s)
+        .map_err(|e| Error::BadParameter(format!("invalid decimal `{s}`: {e}")))
 }
 
 fn dec_param_bound(b: Bound<String>) -> Result<Bound<rust_decimal::Decimal>, Error> {
@@ -387,33 +448,44 @@ pub fn params(values: Vec<ParameterValue>) -> Result<Vec<Box<dyn ToSql + Sync + 
                 ParameterValue::Str(s) => Box::new(s),
                 ParameterValue::Binary(b) => Box::new(b),
                 ParameterValue::Date((y, m, d)) => Box::new(
-                    NaiveDate::from_ymd_opt(y, m.into(), d.into()).ok_or_else(|| Error::BadParameter("invalid date".into()))?,
+                    NaiveDate::from_ymd_opt(y, m.into(), d.into())
+                        .ok_or_else(|| Error::BadParameter("invalid date".into()))?,
                 ),
                 ParameterValue::Time((h, m, s, ns)) => Box::new(
                     NaiveTime::from_hms_nano_opt(h.into(), m.into(), s.into(), ns)
                         .ok_or_else(|| Error::BadParameter("invalid time".into()))?,
                 ),
                 ParameterValue::Datetime((y, mo, d, h, mi, s, ns)) => {
-                    let date = NaiveDate::from_ymd_opt(y, mo.into(), d.into()).ok_or_else(|| Error::BadParameter("invalid datetime".into()))?;
+                    let date = NaiveDate::from_ymd_opt(y, mo.into(), d.into())
+                        .ok_or_else(|| Error::BadParameter("invalid datetime".into()))?;
                     let time = NaiveTime::from_hms_nano_opt(h.into(), mi.into(), s.into(), ns)
                         .ok_or_else(|| Error::BadParameter("invalid datetime".into()))?;
                     Box::new(NaiveDateTime::new(date, time))
                 }
                 ParameterValue::Timestamp(secs) => Box::new(
-                    chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0).ok_or_else(|| Error::BadParameter("invalid timestamp".into()))?,
+                    chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0)
+                        .ok_or_else(|| Error::BadParameter("invalid timestamp".into()))?,
                 ),
-                ParameterValue::Uuid(s) => Box::new(uuid::Uuid::parse_str(&s).map_err(|e| Error::BadParameter(format!("invalid uuid: {e}")))?),
+                ParameterValue::Uuid(s) => Box::new(
+                    uuid::Uuid::parse_str(&s)
+                        .map_err(|e| Error::BadParameter(format!("invalid uuid: {e}")))?,
+                ),
                 ParameterValue::Jsonb(bytes) => Box::new(
-                    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| Error::BadParameter(format!("invalid jsonb: {e}")))?,
+                    serde_json::from_slice::<serde_json::Value>(&bytes)
+                        .map_err(|e| Error::BadParameter(format!("invalid jsonb: {e}")))?,
                 ),
                 ParameterValue::Decimal(s) => Box::new(decimal(&s)?),
                 ParameterValue::RangeInt32((lo, hi)) => Box::new(RangeParam(lo, hi)),
                 ParameterValue::RangeInt64((lo, hi)) => Box::new(RangeParam(lo, hi)),
-                ParameterValue::RangeDecimal((lo, hi)) => Box::new(RangeParam(dec_param_bound(lo)?, dec_param_bound(hi)?)),
+                ParameterValue::RangeDecimal((lo, hi)) => {
+                    Box::new(RangeParam(dec_param_bound(lo)?, dec_param_bound(hi)?))
+                }
                 ParameterValue::ArrayInt32(v) => Box::new(v),
                 ParameterValue::ArrayInt64(v) => Box::new(v),
                 ParameterValue::ArrayDecimal(v) => Box::new(
-                    v.into_iter().map(|d| d.map(|d| decimal(&d)).transpose()).collect::<Result<Vec<_>, _>>()?,
+                    v.into_iter()
+                        .map(|d| d.map(|d| decimal(&d)).transpose())
+                        .collect::<Result<Vec<_>, _>>()?,
                 ),
                 ParameterValue::ArrayStr(v) => Box::new(v),
                 ParameterValue::Interval(i) => Box::new(PgIntervalParam(i)),

@@ -44,7 +44,9 @@ impl Devhost {
         let host = self.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let host = host.clone();
                 tokio::spawn(async move {
@@ -52,14 +54,19 @@ impl Devhost {
                         let host = host.clone();
                         async move { Ok::<_, Infallible>(host.answer(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
         Ok(ServeHandle { addr, task })
     }
 
-    async fn answer(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Full<Bytes>> {
+    async fn answer(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> http::Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
         let started = std::time::Instant::now();
         let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
@@ -74,7 +81,11 @@ impl Devhost {
                 plain(500, "the component failed; see the devhost log".to_owned())
             }
         };
-        eprintln!("devhost: {method} {path} -> {} in {:.1} ms", response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+        eprintln!(
+            "devhost: {method} {path} -> {} in {:.1} ms",
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         response
     }
 }

@@ -21,13 +21,19 @@ type Reply = Response<Full<Bytes>>;
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 // An `Err` makes hyper close the connection without an answer (the "drop" fault).
-                async move { handle(req, shared).await.ok_or_else(|| std::io::Error::other("dropped by fault")) }
+                async move {
+                    handle(req, shared)
+                        .await
+                        .ok_or_else(|| std::io::Error::other("dropped by fault"))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -58,19 +64,32 @@ fn now() -> DateTime<Utc> {
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
     // Read the whole request first, so that a fault answer never races the client's upload.
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let req = Request::from_parts(parts, body);
     let route = format!("{} {}", req.method(), req.uri().path());
     let control = req.uri().path().starts_with("/_emulator/");
     if !control {
-        *shared.state.lock().unwrap().counts.entry(route.clone()).or_default() += 1;
+        *shared
+            .state
+            .lock()
+            .unwrap()
+            .counts
+            .entry(route.clone())
+            .or_default() += 1;
     }
     // A scripted fault for this route?
     let fault = if control {
         None
     } else {
         let mut s = shared.state.lock().unwrap();
-        let pos = s.faults.iter().position(|f| route.starts_with(&f.route) && f.count > 0);
+        let pos = s
+            .faults
+            .iter()
+            .position(|f| route.starts_with(&f.route) && f.count > 0);
         pos.map(|i| {
             s.faults[i].count -= 1;
             let kind = s.faults[i].kind.clone();
@@ -81,7 +100,12 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
         })
     };
     let answer = match fault {
-        Some(FaultKind::Status { status, error_code, message, retry_after }) => {
+        Some(FaultKind::Status {
+            status,
+            error_code,
+            message,
+            retry_after,
+        }) => {
             let mut r = api_error(status, &error_code, &message).unwrap();
             if let Some(ra) = retry_after {
                 r.headers_mut().insert("retry-after", ra.into());
@@ -89,8 +113,22 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
             Some(r)
         }
         Some(FaultKind::Drop) => None,
-        Some(FaultKind::Malformed) => Some(Response::builder().status(200).header("content-type", "application/json").body(Full::new(Bytes::from_static(b"{\"token\": tru"))).unwrap()),
-        Some(FaultKind::Html) => Some(Response::builder().status(502).header("content-type", "text/html").body(Full::new(Bytes::from_static(b"<html><body><h1>502 Bad Gateway</h1></body></html>"))).unwrap()),
+        Some(FaultKind::Malformed) => Some(
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{\"token\": tru")))
+                .unwrap(),
+        ),
+        Some(FaultKind::Html) => Some(
+            Response::builder()
+                .status(502)
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from_static(
+                    b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+                )))
+                .unwrap(),
+        ),
         Some(FaultKind::Latency(d)) => {
             tokio::time::sleep(d).await;
             route_request(req, &shared).await
@@ -113,86 +151,184 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
 async fn route_request(req: Request<Bytes>, shared: &Shared) -> Option<Reply> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = req.into_body();
     let base = &shared.base_url;
     match (&method, path.as_str()) {
-        (&Method::GET, "/.well-known/databricks-config") => json_reply(200, json!({
-            "oidc_endpoint": format!("{base}/oidc"), "workspace_id": "1234567890", "cloud": "AWS", "host_type": "workspace"
-        })),
-        (&Method::GET, "/oidc/.well-known/oauth-authorization-server") => json_reply(200, json!({
-            "issuer": format!("{base}/oidc"),
-            "token_endpoint": format!("{base}/oidc/v1/token"),
-            "authorization_endpoint": format!("{base}/oidc/v1/authorize"),
-            "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        })),
+        (&Method::GET, "/.well-known/databricks-config") => json_reply(
+            200,
+            json!({
+                "oidc_endpoint": format!("{base}/oidc"), "workspace_id": "1234567890", "cloud": "AWS", "host_type": "workspace"
+            }),
+        ),
+        (&Method::GET, "/oidc/.well-known/oauth-authorization-server") => json_reply(
+            200,
+            json!({
+                "issuer": format!("{base}/oidc"),
+                "token_endpoint": format!("{base}/oidc/v1/token"),
+                "authorization_endpoint": format!("{base}/oidc/v1/authorize"),
+                "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            }),
+        ),
         (&Method::POST, "/oidc/v1/token") => oauth_token(auth.as_deref(), &body, shared),
         (&Method::GET, "/api/2.0/preview/scim/v2/Me") => {
             let who = whoami(auth.as_deref(), shared)?;
             match who {
-                Ok(user) => json_reply(200, json!({"userName": user, "id": "7001", "active": true, "displayName": user})),
+                Ok(user) => json_reply(
+                    200,
+                    json!({"userName": user, "id": "7001", "active": true, "displayName": user}),
+                ),
                 Err(r) => Some(r),
             }
         }
         (&Method::POST, "/api/2.0/postgres/credentials") => {
-            let role = match whoami(auth.as_deref(), shared)? { Ok(r) => r, Err(r) => return Some(r) };
-            let v: Value = match serde_json::from_slice(&body) { Ok(v) => v, Err(_) => return api_error(400, "MALFORMED_REQUEST", "Could not parse request body as JSON") };
+            let role = match whoami(auth.as_deref(), shared)? {
+                Ok(r) => r,
+                Err(r) => return Some(r),
+            };
+            let v: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => {
+                    return api_error(
+                        400,
+                        "MALFORMED_REQUEST",
+                        "Could not parse request body as JSON",
+                    );
+                }
+            };
             let Some(endpoint) = v.get("endpoint").and_then(Value::as_str) else {
-                return api_error(400, "INVALID_PARAMETER_VALUE", "Missing required field: endpoint");
+                return api_error(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    "Missing required field: endpoint",
+                );
             };
             if !shared.opts.endpoints.iter().any(|e| e == endpoint) {
-                return api_error(404, "NOT_FOUND", &format!("Endpoint '{endpoint}' does not exist."));
+                return api_error(
+                    404,
+                    "NOT_FOUND",
+                    &format!("Endpoint '{endpoint}' does not exist."),
+                );
             }
             let (token, exp) = mint(shared, &role, endpoint);
-            json_reply(200, json!({"token": token, "expire_time": format_time(exp, shared)}))
+            json_reply(
+                200,
+                json!({"token": token, "expire_time": format_time(exp, shared)}),
+            )
         }
         (&Method::POST, "/api/2.0/database/credentials") => {
-            let role = match whoami(auth.as_deref(), shared)? { Ok(r) => r, Err(r) => return Some(r) };
-            let v: Value = match serde_json::from_slice(&body) { Ok(v) => v, Err(_) => return api_error(400, "MALFORMED_REQUEST", "Could not parse request body as JSON") };
-            let names: Vec<String> = v.get("instance_names").and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            let role = match whoami(auth.as_deref(), shared)? {
+                Ok(r) => r,
+                Err(r) => return Some(r),
+            };
+            let v: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => {
+                    return api_error(
+                        400,
+                        "MALFORMED_REQUEST",
+                        "Could not parse request body as JSON",
+                    );
+                }
+            };
+            let names: Vec<String> = v
+                .get("instance_names")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
             let Some(instance) = names.first() else {
-                return api_error(400, "INVALID_PARAMETER_VALUE", "instance_names must name one instance");
+                return api_error(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    "instance_names must name one instance",
+                );
             };
             match v.get("request_id").and_then(Value::as_str) {
                 Some(id) if !id.is_empty() => {
-                    shared.state.lock().unwrap().request_ids.insert(id.to_owned());
+                    shared
+                        .state
+                        .lock()
+                        .unwrap()
+                        .request_ids
+                        .insert(id.to_owned());
                 }
-                _ => return api_error(400, "INVALID_PARAMETER_VALUE", "Missing required field: request_id"),
+                _ => {
+                    return api_error(
+                        400,
+                        "INVALID_PARAMETER_VALUE",
+                        "Missing required field: request_id",
+                    );
+                }
             }
             if !shared.opts.instances.contains(instance) {
-                return api_error(404, "NOT_FOUND", &format!("Database instance '{instance}' does not exist."));
+                return api_error(
+                    404,
+                    "NOT_FOUND",
+                    &format!("Database instance '{instance}' does not exist."),
+                );
             }
             let (token, exp) = mint(shared, &role, instance);
-            json_reply(200, json!({"token": token, "expiration_time": format_time(exp, shared)}))
+            json_reply(
+                200,
+                json!({"token": token, "expiration_time": format_time(exp, shared)}),
+            )
         }
         (&Method::GET, p) if p.starts_with("/api/2.0/postgres/projects/") => {
-            if let Err(r) = whoami(auth.as_deref(), shared)? { return Some(r) }
+            if let Err(r) = whoami(auth.as_deref(), shared)? {
+                return Some(r);
+            }
             let name = &p["/api/2.0/postgres/".len()..];
             if !shared.opts.endpoints.iter().any(|e| e == name) {
-                return api_error(404, "NOT_FOUND", &format!("Endpoint '{name}' does not exist."));
+                return api_error(
+                    404,
+                    "NOT_FOUND",
+                    &format!("Endpoint '{name}' does not exist."),
+                );
             }
             let host = shared.pg_addr.ip().to_string();
-            json_reply(200, json!({
-                "name": name,
-                "status": {
-                    "hosts": {"host": host, "read_only_host": host, "read_write_pooled_host": host},
-                    "endpoint_type": "ENDPOINT_TYPE_READ_WRITE",
-                    "current_state": "ACTIVE",
-                },
-                "emulator_port": shared.pg_addr.port(),
-            }))
+            json_reply(
+                200,
+                json!({
+                    "name": name,
+                    "status": {
+                        "hosts": {"host": host, "read_only_host": host, "read_write_pooled_host": host},
+                        "endpoint_type": "ENDPOINT_TYPE_READ_WRITE",
+                        "current_state": "ACTIVE",
+                    },
+                    "emulator_port": shared.pg_addr.port(),
+                }),
+            )
         }
         (&Method::GET, p) if p.starts_with("/api/2.0/database/instances/") => {
-            if let Err(r) = whoami(auth.as_deref(), shared)? { return Some(r) }
+            if let Err(r) = whoami(auth.as_deref(), shared)? {
+                return Some(r);
+            }
             let name = &p["/api/2.0/database/instances/".len()..];
             if !shared.opts.instances.iter().any(|e| e == name) {
-                return api_error(404, "NOT_FOUND", &format!("Database instance '{name}' does not exist."));
+                return api_error(
+                    404,
+                    "NOT_FOUND",
+                    &format!("Database instance '{name}' does not exist."),
+                );
             }
-            json_reply(200, json!({"name": name, "read_write_dns": shared.pg_addr.ip().to_string(), "state": "AVAILABLE", "emulator_port": shared.pg_addr.port()}))
+            json_reply(
+                200,
+                json!({"name": name, "read_write_dns": shared.pg_addr.ip().to_string(), "state": "AVAILABLE", "emulator_port": shared.pg_addr.port()}),
+            )
         }
         // Controls for tests and the run command.
-        (&Method::GET, "/_emulator/counts") => json_reply(200, json!(shared.state.lock().unwrap().counts)),
+        (&Method::GET, "/_emulator/counts") => {
+            json_reply(200, json!(shared.state.lock().unwrap().counts))
+        }
         (&Method::POST, "/_emulator/reset") => {
             shared.state.lock().unwrap().counts.clear();
             json_reply(200, json!({}))
@@ -202,9 +338,17 @@ async fn route_request(req: Request<Bytes>, shared: &Shared) -> Option<Reply> {
                 shared.state.lock().unwrap().faults.push_back(f);
                 json_reply(200, json!({}))
             }
-            None => api_error(400, "INVALID_PARAMETER_VALUE", "fault must be {\"route\",\"count\",\"status\",\"error_code\",\"message\",\"retry_after\"} or {\"route\",\"count\",\"kind\":\"drop\"|\"malformed\"|\"html\"|\"latency\",\"latency_ms\"}"),
+            None => api_error(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "fault must be {\"route\",\"count\",\"status\",\"error_code\",\"message\",\"retry_after\"} or {\"route\",\"count\",\"kind\":\"drop\"|\"malformed\"|\"html\"|\"latency\",\"latency_ms\"}",
+            ),
         },
-        _ => api_error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{method} {path}'")),
+        _ => api_error(
+            404,
+            "ENDPOINT_NOT_FOUND",
+            &format!("No API found for '{method} {path}'"),
+        ),
     }
 }
 
@@ -216,11 +360,21 @@ fn parse_fault(body: &[u8]) -> Option<Fault> {
         Some("drop") => FaultKind::Drop,
         Some("malformed") => FaultKind::Malformed,
         Some("html") => FaultKind::Html,
-        Some("latency") => FaultKind::Latency(Duration::from_millis(v.get("latency_ms")?.as_u64()?)),
+        Some("latency") => {
+            FaultKind::Latency(Duration::from_millis(v.get("latency_ms")?.as_u64()?))
+        }
         _ => FaultKind::Status {
             status: v.get("status")?.as_u64()? as u16,
-            error_code: v.get("error_code").and_then(Value::as_str).unwrap_or("TEMPORARILY_UNAVAILABLE").to_owned(),
-            message: v.get("message").and_then(Value::as_str).unwrap_or("injected fault").to_owned(),
+            error_code: v
+                .get("error_code")
+                .and_then(Value::as_str)
+                .unwrap_or("TEMPORARILY_UNAVAILABLE")
+                .to_owned(),
+            message: v
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("injected fault")
+                .to_owned(),
             retry_after: v.get("retry_after").and_then(Value::as_u64),
         },
     };
@@ -228,10 +382,17 @@ fn parse_fault(body: &[u8]) -> Option<Fault> {
 }
 
 fn oauth_token(auth: Option<&str>, body: &[u8], shared: &Shared) -> Option<Reply> {
-    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
-    let oauth_error = |status: u16, err: &str, desc: &str| json_reply(status, json!({"error": err, "error_description": desc}));
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body).into_owned().collect();
+    let oauth_error = |status: u16, err: &str, desc: &str| {
+        json_reply(status, json!({"error": err, "error_description": desc}))
+    };
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return oauth_error(400, "unsupported_grant_type", "grant_type must be client_credentials");
+        return oauth_error(
+            400,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
     }
     let creds = auth
         .and_then(|a| a.strip_prefix("Basic "))
@@ -239,20 +400,49 @@ fn oauth_token(auth: Option<&str>, body: &[u8], shared: &Shared) -> Option<Reply
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())))
         // client_secret_post is accepted too.
-        .or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())));
+        .or_else(|| {
+            Some((
+                form.get("client_id")?.clone(),
+                form.get("client_secret")?.clone(),
+            ))
+        });
     let Some((id, secret)) = creds else {
-        return oauth_error(401, "invalid_client", "Client authentication failed: no client credentials");
+        return oauth_error(
+            401,
+            "invalid_client",
+            "Client authentication failed: no client credentials",
+        );
     };
-    if !shared.opts.service_principals.iter().any(|(i, s)| *i == id && *s == secret) {
+    if !shared
+        .opts
+        .service_principals
+        .iter()
+        .any(|(i, s)| *i == id && *s == secret)
+    {
         shared.log(format!("oauth: invalid_client for client {id}"));
         return oauth_error(401, "invalid_client", "Client authentication failed");
     }
-    let token = format!("ws-{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let token = format!(
+        "ws-{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     let ttl = shared.state.lock().unwrap().workspace_token_ttl.as_secs();
     let exp = now().timestamp() + ttl as i64;
-    shared.state.lock().unwrap().workspace_tokens.insert(token.clone(), (id.clone(), exp));
-    shared.log(format!("oauth: workspace token {} for client {id}", token::fingerprint(&token)));
-    json_reply(200, json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": form.get("scope").cloned().unwrap_or_else(|| "all-apis".into())}))
+    shared
+        .state
+        .lock()
+        .unwrap()
+        .workspace_tokens
+        .insert(token.clone(), (id.clone(), exp));
+    shared.log(format!(
+        "oauth: workspace token {} for client {id}",
+        token::fingerprint(&token)
+    ));
+    json_reply(
+        200,
+        json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": form.get("scope").cloned().unwrap_or_else(|| "all-apis".into())}),
+    )
 }
 
 /// The caller's identity (its Postgres role) from the bearer token; `Err` is the 401 to send.
@@ -260,7 +450,9 @@ fn oauth_token(auth: Option<&str>, body: &[u8], shared: &Shared) -> Option<Reply
 fn whoami(auth: Option<&str>, shared: &Shared) -> Option<Result<String, Reply>> {
     let unauthenticated = |m: &str| Err(api_error(401, "UNAUTHENTICATED", m).unwrap());
     let Some(token) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
-        return Some(unauthenticated("Credential was not sent or was of an unsupported type for this API."));
+        return Some(unauthenticated(
+            "Credential was not sent or was of an unsupported type for this API.",
+        ));
     };
     if let Some((_, user)) = shared.opts.pats.iter().find(|(t, _)| t == token) {
         return Some(Ok(user.clone()));
@@ -287,7 +479,11 @@ fn mint(shared: &Shared, role: &str, aud: &str) -> (String, DateTime<Utc>) {
     };
     let token = token::sign(&shared.key, &claims);
     shared.state.lock().unwrap().minted.push(claims.jti.clone());
-    shared.log(format!("minted database token {} for role {role} on {aud} (ttl {}s)", token::fingerprint(&token), ttl.as_secs()));
+    shared.log(format!(
+        "minted database token {} for role {role} on {aud} (ttl {}s)",
+        token::fingerprint(&token),
+        ttl.as_secs()
+    ));
     (token, DateTime::from_timestamp(exp.timestamp(), 0).unwrap())
 }
 
@@ -301,4 +497,3 @@ fn format_time(t: DateTime<Utc>, shared: &Shared) -> String {
     };
     t.to_rfc3339_opts(fmt, true)
 }
-

@@ -179,8 +179,12 @@ pub struct Emulator {
 impl Emulator {
     /// Prepares the backend (database, roles) and starts the HTTP server and the login proxy.
     pub async fn start(opts: EmulatorOptions) -> Result<Emulator> {
-        let http = TcpListener::bind(opts.listen).await.context("binding the HTTP listener")?;
-        let pg = TcpListener::bind(opts.pg_listen).await.context("binding the Postgres proxy listener")?;
+        let http = TcpListener::bind(opts.listen)
+            .await
+            .context("binding the HTTP listener")?;
+        let pg = TcpListener::bind(opts.pg_listen)
+            .await
+            .context("binding the Postgres proxy listener")?;
         let http_addr = http.local_addr()?;
         let pg_addr = pg.local_addr()?;
         let backend_role_password = format!("role-{}", uuid::Uuid::new_v4().simple());
@@ -204,7 +208,11 @@ impl Emulator {
             tokio::spawn(http_api::serve(http, shared.clone())),
             tokio::spawn(proxy::serve(pg, shared.clone())),
         ];
-        Ok(Emulator { shared, http_addr, tasks })
+        Ok(Emulator {
+            shared,
+            http_addr,
+            tasks,
+        })
     }
 
     /// `http://127.0.0.1:<port>`: the workspace URL.
@@ -229,7 +237,8 @@ impl Emulator {
 
     /// Database credentials minted so far (both APIs).
     pub fn mints(&self) -> u64 {
-        self.count("POST /api/2.0/postgres/credentials") + self.count("POST /api/2.0/database/credentials")
+        self.count("POST /api/2.0/postgres/credentials")
+            + self.count("POST /api/2.0/database/credentials")
     }
 
     /// Forgets all counts.
@@ -291,17 +300,31 @@ async fn prepare_backend(shared: &Shared) -> Result<()> {
         .await?
         .is_some();
     if !exists {
-        client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(db))).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(db)))
+            .await?;
     }
-    let mut roles: Vec<String> = shared.opts.service_principals.iter().map(|(id, _)| id.clone()).collect();
+    let mut roles: Vec<String> = shared
+        .opts
+        .service_principals
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
     roles.extend(shared.opts.pats.iter().map(|(_, user)| user.clone()));
     for role in roles {
         let r = quote_ident(&role);
         let pw = quote_literal(&shared.backend_role_password);
-        let has = client.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role]).await?.is_some();
+        let has = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await?
+            .is_some();
         let verb = if has { "ALTER" } else { "CREATE" };
-        client.batch_execute(&format!("{verb} ROLE {r} LOGIN PASSWORD {pw}")).await?;
-        client.batch_execute(&format!("GRANT ALL ON DATABASE {} TO {r}", quote_ident(db))).await?;
+        client
+            .batch_execute(&format!("{verb} ROLE {r} LOGIN PASSWORD {pw}"))
+            .await?;
+        client
+            .batch_execute(&format!("GRANT ALL ON DATABASE {} TO {r}", quote_ident(db)))
+            .await?;
     }
     drop(client);
     let _ = conn_task.await;
@@ -315,7 +338,9 @@ async fn prepare_backend(shared: &Shared) -> Result<()> {
         .connect(tokio_postgres::NoTls)
         .await?;
     let conn_task = tokio::spawn(conn);
-    client.batch_execute("GRANT ALL ON SCHEMA public TO PUBLIC").await?;
+    client
+        .batch_execute("GRANT ALL ON SCHEMA public TO PUBLIC")
+        .await?;
     drop(client);
     let _ = conn_task.await;
     Ok(())

@@ -59,7 +59,9 @@ async fn main() -> Result<()> {
         }
     }
     let backend = backend.context("--pg-backend HOST:PORT is required (see --help)")?;
-    let (host, port) = backend.rsplit_once(':').context("--pg-backend must be HOST:PORT")?;
+    let (host, port) = backend
+        .rsplit_once(':')
+        .context("--pg-backend must be HOST:PORT")?;
     let mut opts = EmulatorOptions::new(Backend {
         host: host.to_owned(),
         port: port.parse().context("--pg-backend port")?,

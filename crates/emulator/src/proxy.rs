@@ -20,7 +20,9 @@ const PROTOCOL_3: i32 = 196608;
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = session(stream, &shared).await {
@@ -100,10 +102,16 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
         let value = cstr(&mut startup).unwrap_or_default();
         params.push((key, value));
     }
-    let user = params.iter().find(|(k, _)| k == "user").map(|(_, v)| v.clone()).unwrap_or_default();
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
 
     // Ask for the password in clear (it is a token; TLS protects it on Lakebase).
-    client.write_all(&message(b'R', &3i32.to_be_bytes())).await?;
+    client
+        .write_all(&message(b'R', &3i32.to_be_bytes()))
+        .await?;
     let (tag, mut payload) = read_message(&mut client).await?;
     if tag != b'p' {
         bail!("expected a password message");
@@ -112,16 +120,31 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
     let fp = token::fingerprint(&password);
     let rejected = |reason: &str| format!("proxy: login as {user} with {fp} rejected: {reason}");
     let failure = match token::verify(&shared.key, &password) {
-        Err(Invalid::NotJwt) => Some(("Provided authentication token is not a valid JWT encoding".to_owned(), "not a JWT")),
-        Err(Invalid::BadSignature) => Some((format!("password authentication failed for user \"{user}\""), "bad signature")),
+        Err(Invalid::NotJwt) => Some((
+            "Provided authentication token is not a valid JWT encoding".to_owned(),
+            "not a JWT",
+        )),
+        Err(Invalid::BadSignature) => Some((
+            format!("password authentication failed for user \"{user}\""),
+            "bad signature",
+        )),
         Ok(claims) => {
             let revoked = shared.state.lock().unwrap().revoked.contains(&claims.jti);
             if claims.sub != user {
-                Some((format!("password authentication failed for user \"{user}\""), "token of another role"))
+                Some((
+                    format!("password authentication failed for user \"{user}\""),
+                    "token of another role",
+                ))
             } else if claims.exp <= chrono::Utc::now().timestamp() {
-                Some((format!("password authentication failed for user \"{user}\""), "expired"))
+                Some((
+                    format!("password authentication failed for user \"{user}\""),
+                    "expired",
+                ))
             } else if revoked {
-                Some((format!("password authentication failed for user \"{user}\""), "revoked"))
+                Some((
+                    format!("password authentication failed for user \"{user}\""),
+                    "revoked",
+                ))
             } else {
                 None
             }
@@ -136,7 +159,9 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
 
     // Log in to the real server as the same role.
     let b = &shared.opts.backend;
-    let mut server = TcpStream::connect((b.host.as_str(), b.port)).await.context("connecting to the backend")?;
+    let mut server = TcpStream::connect((b.host.as_str(), b.port))
+        .await
+        .context("connecting to the backend")?;
     server.set_nodelay(true)?;
     let mut sp = BytesMut::new();
     sp.put_i32(PROTOCOL_3);
@@ -159,11 +184,16 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
                 match code {
                     0 => {
                         // AuthenticationOk: from here on, the client talks to the server.
-                        client.write_all(&message(b'R', &0i32.to_be_bytes())).await?;
+                        client
+                            .write_all(&message(b'R', &0i32.to_be_bytes()))
+                            .await?;
                         break;
                     }
                     10 => {
-                        let s = ScramSha256::new(shared.backend_role_password.as_bytes(), ChannelBinding::unsupported());
+                        let s = ScramSha256::new(
+                            shared.backend_role_password.as_bytes(),
+                            ChannelBinding::unsupported(),
+                        );
                         let mut p = Vec::new();
                         p.extend_from_slice(SCRAM_SHA_256.as_bytes());
                         p.push(0);
@@ -179,7 +209,10 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
                         server.write_all(&message(b'p', s.message())).await?;
                     }
                     12 => {
-                        scram.take().context("SASL final before start")?.finish(&body)?;
+                        scram
+                            .take()
+                            .context("SASL final before start")?
+                            .finish(&body)?;
                     }
                     other => bail!("backend asked for unsupported authentication {other}"),
                 }

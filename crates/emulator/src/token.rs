@@ -41,7 +41,10 @@ pub fn sign(key: &[u8], claims: &Claims) -> String {
     let signing_input = format!("{header}.{payload}");
     let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
     mac.update(signing_input.as_bytes());
-    format!("{signing_input}.{}", B64.encode(mac.finalize().into_bytes()))
+    format!(
+        "{signing_input}.{}",
+        B64.encode(mac.finalize().into_bytes())
+    )
 }
 
 pub fn verify(key: &[u8], token: &str) -> Result<Claims, Invalid> {
@@ -54,7 +57,8 @@ pub fn verify(key: &[u8], token: &str) -> Result<Claims, Invalid> {
     let signature = B64.decode(parts[2]).map_err(|_| Invalid::BadSignature)?;
     let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
     mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
-    mac.verify_slice(&signature).map_err(|_| Invalid::BadSignature)?;
+    mac.verify_slice(&signature)
+        .map_err(|_| Invalid::BadSignature)?;
     Ok(claims)
 }
 

@@ -45,7 +45,11 @@ async fn mint(emu: &Emulator, bearer: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-async fn login(emu: &Emulator, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn login(
+    emu: &Emulator,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(emu.pg_addr().port())
@@ -73,10 +77,14 @@ async fn minted_tokens_log_in_and_coexist() {
     let t2 = second["token"].as_str().unwrap().to_owned();
 
     for t in [&t1, &t2] {
-        let c = login(&emu, DEFAULT_CLIENT_ID, t).await.expect("token logs in");
+        let c = login(&emu, DEFAULT_CLIENT_ID, t)
+            .await
+            .expect("token logs in");
         let row = c.query_one("select current_user::text", &[]).await.unwrap();
         assert_eq!(row.get::<_, String>(0), DEFAULT_CLIENT_ID);
-        c.batch_execute("create table if not exists t (x int)").await.unwrap();
+        c.batch_execute("create table if not exists t (x int)")
+            .await
+            .unwrap();
     }
     assert_eq!(emu.mints(), 2);
 
@@ -90,7 +98,10 @@ async fn minted_tokens_log_in_and_coexist() {
     assert_eq!(e.as_db_error().unwrap().code().code(), "28P01");
 
     for line in emu.log_lines() {
-        assert!(!line.contains(&t1) && !line.contains(&ws) && !line.contains(DEFAULT_CLIENT_SECRET), "{line}");
+        assert!(
+            !line.contains(&t1) && !line.contains(&ws) && !line.contains(DEFAULT_CLIENT_SECRET),
+            "{line}"
+        );
     }
 }
 
@@ -104,7 +115,9 @@ async fn expiry_is_checked_at_login_only_and_revocation_cuts_sessions() {
     let t = v["token"].as_str().unwrap().to_owned();
     let open = login(&emu, DEFAULT_CLIENT_ID, &t).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    open.query_one("select 1", &[]).await.expect("an open session outlives its token");
+    open.query_one("select 1", &[])
+        .await
+        .expect("an open session outlives its token");
     let e = login(&emu, DEFAULT_CLIENT_ID, &t).await.err().unwrap();
     assert_eq!(e.as_db_error().unwrap().code().code(), "28P01");
 
@@ -114,7 +127,10 @@ async fn expiry_is_checked_at_login_only_and_revocation_cuts_sessions() {
     let open = login(&emu, DEFAULT_CLIENT_ID, &t).await.unwrap();
     emu.revoke_all();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(open.query_one("select 1", &[]).await.is_err(), "session cut");
+    assert!(
+        open.query_one("select 1", &[]).await.is_err(),
+        "session cut"
+    );
     let e = login(&emu, DEFAULT_CLIENT_ID, &t).await.err().unwrap();
     assert_eq!(e.as_db_error().unwrap().code().code(), "28P01");
 }
@@ -146,12 +162,20 @@ async fn errors_faults_and_counts() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "NOT_FOUND");
     let (status, body) = mint(&emu, "nope").await;
-    assert_eq!((status, body["error_code"].as_str()), (401, Some("UNAUTHENTICATED")));
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
     // A scripted 503 with Retry-After, then the normal answer.
     emu.fault(Fault {
         route: "POST /api/2.0/postgres/credentials".into(),
         count: 1,
-        kind: FaultKind::Status { status: 503, error_code: "TEMPORARILY_UNAVAILABLE".into(), message: "busy".into(), retry_after: Some(1) },
+        kind: FaultKind::Status {
+            status: 503,
+            error_code: "TEMPORARILY_UNAVAILABLE".into(),
+            message: "busy".into(),
+            retry_after: Some(1),
+        },
     });
     let r = http
         .post(format!("{}/api/2.0/postgres/credentials", emu.http_url()))
@@ -184,8 +208,13 @@ async fn errors_faults_and_counts() {
         .json()
         .await
         .unwrap();
-    assert!(r["expiration_time"].is_string() && r["token"].is_string(), "{r}");
-    let c = login(&emu, DEFAULT_PAT_USER, r["token"].as_str().unwrap()).await.unwrap();
+    assert!(
+        r["expiration_time"].is_string() && r["token"].is_string(),
+        "{r}"
+    );
+    let c = login(&emu, DEFAULT_PAT_USER, r["token"].as_str().unwrap())
+        .await
+        .unwrap();
     c.query_one("select 1", &[]).await.unwrap();
     let counts = emu.counts();
     assert_eq!(counts["POST /api/2.0/postgres/credentials"], 4);

@@ -27,7 +27,10 @@ fn is_root() -> bool {
 pub fn apt_install(package: &str) -> Result<()> {
     eprintln!("testkit: installing {package} from Debian's packages");
     let sudo = if is_root() { vec![] } else { vec!["sudo"] };
-    for args in [vec!["apt-get", "update", "-qq"], vec!["apt-get", "install", "-y", "-qq", package]] {
+    for args in [
+        vec!["apt-get", "update", "-qq"],
+        vec!["apt-get", "install", "-y", "-qq", package],
+    ] {
         let mut all = sudo.clone();
         all.extend(args);
         let status = Command::new(all[0])
@@ -58,7 +61,8 @@ pub fn postgres_bin_dir() -> Result<PathBuf> {
         return Ok(dir);
     }
     apt_install("postgresql")?;
-    find().context("PostgreSQL server binaries not found under /usr/lib/postgresql after installing")
+    find()
+        .context("PostgreSQL server binaries not found under /usr/lib/postgresql after installing")
 }
 
 /// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 with scram-sha-256.
@@ -87,22 +91,47 @@ impl PgCluster {
         ));
         std::fs::create_dir_all(&dir)?;
         chmod_755(&dir)?;
-        let password = format!("pw{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        let password = format!(
+            "pw{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        );
         let pwfile = dir.join("pwfile");
         std::fs::write(&pwfile, &password)?;
         if as_postgres_user {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status()?;
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()?;
             if !status.success() {
                 bail!("chown of {} to postgres failed", dir.display());
             }
         }
         let data = dir.join("data");
-        let mut cluster = PgCluster { dir, bin, port: 0, password, as_postgres_user };
+        let mut cluster = PgCluster {
+            dir,
+            bin,
+            port: 0,
+            password,
+            as_postgres_user,
+        };
         cluster.run(
             "initdb",
             &[
-                "-D", path_str(&data)?, "-U", SUPERUSER, "-A", "scram-sha-256",
-                "--pwfile", path_str(&pwfile)?, "-E", "UTF8", "--locale", "C.UTF-8", "--no-sync",
+                "-D",
+                path_str(&data)?,
+                "-U",
+                SUPERUSER,
+                "-A",
+                "scram-sha-256",
+                "--pwfile",
+                path_str(&pwfile)?,
+                "-E",
+                "UTF8",
+                "--locale",
+                "C.UTF-8",
+                "--no-sync",
             ],
         )?;
         // Retry on a port taken between choosing and binding it.
@@ -115,13 +144,30 @@ impl PgCluster {
             );
             let log = cluster.dir.join("server.log");
             if cluster
-                .run("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-o", &opts, "-w", "-t", "30", "start"])
+                .run(
+                    "pg_ctl",
+                    &[
+                        "-D",
+                        path_str(&data)?,
+                        "-l",
+                        path_str(&log)?,
+                        "-o",
+                        &opts,
+                        "-w",
+                        "-t",
+                        "30",
+                        "start",
+                    ],
+                )
                 .is_ok()
             {
                 return Ok(cluster);
             }
         }
-        bail!("PostgreSQL did not start; see {}", cluster.dir.join("server.log").display())
+        bail!(
+            "PostgreSQL did not start; see {}",
+            cluster.dir.join("server.log").display()
+        )
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
@@ -133,9 +179,17 @@ impl PgCluster {
         } else {
             Command::new(&exe)
         };
-        let out = cmd.args(args).current_dir(&self.dir).output().with_context(|| format!("running {tool}"))?;
+        let out = cmd
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .with_context(|| format!("running {tool}"))?;
         if !out.status.success() {
-            bail!("{tool} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{tool} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -166,7 +220,20 @@ impl PgCluster {
     /// Runs SQL as the superuser with `psql` (one statement per call is safest).
     pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", SUPERUSER, "-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
+            ])
             .env("PGPASSWORD", &self.password)
             .output()
             .context("running psql")?;
@@ -220,12 +287,27 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one (installing `redis-server` if missing) and waits until it accepts connections.
     pub fn start() -> Result<RedisServer> {
-        if Command::new("redis-server").arg("--version").output().is_err() {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             apt_install("redis-server")?;
         }
         let port = free_port()?;
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -296,3 +296,25 @@ fn the_app_world_is_what_spin_provides() {
     println!("imports: {imports:?}\nexports: {exports:?}");
     let _ = Value::Null;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_verifies_against_the_configured_ca() {
+    // The production path: TLS required, the certificate verified against `lakebase_ca_root`.
+    let s = Stack::start_opts(true, |v, emu| {
+        v.insert("pgsslmode".into(), "require".into());
+        v.insert("lakebase_ca_root".into(), emu.ca_pem().unwrap().to_owned());
+    })
+    .await;
+    let (status, h) = s.get("/health").await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["credential"]["source"], "minted");
+
+    // Without the CA, the host refuses the certificate: a configuration error naming the variable.
+    let s = Stack::start_opts(true, |v, _| {
+        v.insert("pgsslmode".into(), "require".into());
+    })
+    .await;
+    let (status, kind, message) = error_of(&s, "/health").await;
+    assert_eq!((status, kind.as_str()), (500, "configuration"), "{message}");
+    assert!(message.contains("lakebase_ca_root"), "{message}");
+}

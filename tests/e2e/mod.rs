@@ -105,18 +105,26 @@ impl Stack {
 
     /// Starts everything; `edit` may change the app's variables first.
     pub async fn start_with(edit: impl FnOnce(&mut HashMap<String, String>)) -> Stack {
+        Self::start_opts(false, |vars, _| edit(vars)).await
+    }
+
+    /// Starts everything, the login proxy with TLS when `tls`; `edit` sees the emulator too.
+    pub async fn start_opts(
+        tls: bool,
+        edit: impl FnOnce(&mut HashMap<String, String>, &Emulator),
+    ) -> Stack {
         let wasm = app_wasm();
         let pg = PgCluster::start().expect("starting PostgreSQL");
-        let emu = Emulator::start(EmulatorOptions::new(Backend {
+        let mut opts = EmulatorOptions::new(Backend {
             host: pg.host().to_owned(),
             port: pg.port(),
             admin_user: pg.superuser().to_owned(),
             admin_password: pg.superuser_password().to_owned(),
-        }))
-        .await
-        .expect("starting the emulator");
+        });
+        opts.tls = tls;
+        let emu = Emulator::start(opts).await.expect("starting the emulator");
         let mut vars = default_vars(&emu);
-        edit(&mut vars);
+        edit(&mut vars, &emu);
         let state_dir = temp_dir("state");
         let host = load_host(&vars, &state_dir).expect("loading the app");
         assert!(wasm.exists());

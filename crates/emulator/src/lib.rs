@@ -62,6 +62,9 @@ pub struct EmulatorOptions {
     pub database: String,
     /// Print log lines to stderr as well.
     pub echo_log: bool,
+    /// Offer TLS on the login proxy (certificate for 127.0.0.1 and localhost, signed by a CA
+    /// made at start: see [`Emulator::ca_pem`]).
+    pub tls: bool,
 }
 
 impl EmulatorOptions {
@@ -80,6 +83,7 @@ impl EmulatorOptions {
             fraction_digits: 6,
             database: "databricks_postgres".into(),
             echo_log: false,
+            tls: false,
         }
     }
 }
@@ -158,6 +162,10 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Bumped on every revocation; live sessions re-check their token when it changes.
     pub revocations: watch::Sender<u64>,
+    /// The proxy's TLS, when enabled.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// PEM of the CA that signed the proxy's certificate.
+    pub ca_pem: Option<String>,
 }
 
 impl Shared {
@@ -189,7 +197,15 @@ impl Emulator {
         let pg_addr = pg.local_addr()?;
         let backend_role_password = format!("role-{}", uuid::Uuid::new_v4().simple());
         let (revocations, _) = watch::channel(0);
+        let (tls, ca_pem) = if opts.tls {
+            let (acceptor, ca) = proxy_tls()?;
+            (Some(acceptor), Some(ca))
+        } else {
+            (None, None)
+        };
         let shared = Arc::new(Shared {
+            tls,
+            ca_pem,
             key: uuid::Uuid::new_v4().as_bytes().to_vec(),
             base_url: format!("http://{http_addr}"),
             pg_addr,
@@ -223,6 +239,11 @@ impl Emulator {
     /// Where the login proxy listens (the Postgres host and port to configure).
     pub fn pg_addr(&self) -> SocketAddr {
         self.shared.pg_addr
+    }
+
+    /// PEM of the CA of the proxy's certificate (when TLS is on): the `lakebase_ca_root` to use.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.shared.ca_pem.as_deref()
     }
 
     /// Calls per route (`"POST /oidc/v1/token"` → n).
@@ -344,6 +365,40 @@ async fn prepare_backend(shared: &Shared) -> Result<()> {
     drop(client);
     let _ = conn_task.await;
     Ok(())
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost signed by it.
+fn proxy_tls() -> Result<(tokio_rustls::TlsAcceptor, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.distinguished_name
+        .push(DnType::CommonName, "lakebase-emulator test CA");
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "lakebase-emulator proxy");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let cert = leaf.signed_by(&key, &issuer)?;
+    let chain = vec![cert.der().clone()];
+    let private = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("server key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)?;
+    Ok((
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        ca_cert.pem(),
+    ))
 }
 
 fn quote_ident(s: &str) -> String {

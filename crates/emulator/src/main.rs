@@ -21,6 +21,8 @@ OPTIONS:
   --endpoint NAME            an Autoscaling endpoint projects/<p>/branches/<b>/endpoints/<e> (repeatable)
   --instance NAME            a Provisioned instance (repeatable)
   --db-token-ttl SECS        database token lifetime (default 3600)
+  --tls                      offer TLS on the login proxy; writes the CA's PEM to --ca-out
+  --ca-out FILE              where to write the CA's PEM (default: lakebase-emulator-ca.pem)
   --quiet                    do not echo the log to stderr
   -h, --help                 this help
 
@@ -37,6 +39,8 @@ async fn main() -> Result<()> {
     let (mut clients, mut pats, mut endpoints, mut instances) = (vec![], vec![], vec![], vec![]);
     let mut ttl = 3600u64;
     let mut quiet = false;
+    let mut tls = false;
+    let mut ca_out = "lakebase-emulator-ca.pem".to_owned();
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -55,6 +59,8 @@ async fn main() -> Result<()> {
             "--instance" => instances.push(value()?),
             "--db-token-ttl" => ttl = value()?.parse().context("--db-token-ttl takes seconds")?,
             "--quiet" => quiet = true,
+            "--tls" => tls = true,
+            "--ca-out" => ca_out = value()?,
             other => bail!("unknown argument `{other}` (see --help)"),
         }
     }
@@ -84,7 +90,11 @@ async fn main() -> Result<()> {
     }
     opts.db_token_ttl = Duration::from_secs(ttl);
     opts.echo_log = !quiet;
+    opts.tls = tls;
     let emulator = Emulator::start(opts.clone()).await?;
+    if let Some(pem) = emulator.ca_pem() {
+        std::fs::write(&ca_out, pem).with_context(|| format!("writing {ca_out}"))?;
+    }
     println!(
         "{}",
         serde_json::json!({
@@ -94,6 +104,7 @@ async fn main() -> Result<()> {
             "endpoints": opts.endpoints,
             "instances": opts.instances,
             "client_ids": opts.service_principals.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            "ca_path": if tls { Some(ca_out.clone()) } else { None },
         })
     );
     tokio::signal::ctrl_c().await?;

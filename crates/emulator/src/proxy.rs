@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::Shared;
@@ -33,7 +33,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Reads one startup-phase packet (no type byte): length, then payload.
-async fn read_startup(stream: &mut TcpStream) -> Result<BytesMut> {
+async fn read_startup<S: AsyncRead + Unpin>(stream: &mut S) -> Result<BytesMut> {
     let len = stream.read_i32().await? as usize;
     if !(8..=10_000).contains(&len) {
         bail!("bad startup packet length {len}");
@@ -44,7 +44,7 @@ async fn read_startup(stream: &mut TcpStream) -> Result<BytesMut> {
 }
 
 /// Reads one regular message: type byte, length, payload.
-async fn read_message(stream: &mut TcpStream) -> Result<(u8, BytesMut)> {
+async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(u8, BytesMut)> {
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await? as usize;
     if !(4..=1_000_000).contains(&len) {
@@ -83,16 +83,47 @@ fn cstr(buf: &mut BytesMut) -> Option<String> {
 
 async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
     client.set_nodelay(true)?;
-    // Startup: refuse TLS and GSS encryption (the client then continues in clear, or gives up).
-    let mut startup = loop {
+    // Startup: TLS when enabled; GSS encryption refused (the client then continues in clear).
+    let startup = loop {
         let mut packet = read_startup(&mut client).await?;
         let code = packet.get_i32();
         match code {
+            SSL_REQUEST if shared.tls.is_some() => {
+                client.write_all(b"S").await?;
+                let tls = shared
+                    .tls
+                    .as_ref()
+                    .unwrap()
+                    .accept(client)
+                    .await
+                    .context("TLS handshake")?;
+                return login(tls, None, shared).await;
+            }
             SSL_REQUEST | GSSENC_REQUEST => client.write_all(b"N").await?,
             CANCEL_REQUEST => return Ok(()),
             PROTOCOL_3 => break packet,
             other => bail!("unsupported protocol {other}"),
         }
+    };
+    login(client, Some(startup), shared).await
+}
+
+/// The rest of a session: startup message (unless already read), password, backend, relay.
+async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
+    startup: Option<BytesMut>,
+    shared: &Shared,
+) -> Result<()> {
+    let mut startup = match startup {
+        Some(s) => s,
+        None => loop {
+            let mut packet = read_startup(&mut client).await?;
+            match packet.get_i32() {
+                PROTOCOL_3 => break packet,
+                GSSENC_REQUEST => client.write_all(b"N").await?,
+                other => bail!("unsupported protocol {other} inside TLS"),
+            }
+        },
     };
     let mut params = Vec::new();
     while let Some(key) = cstr(&mut startup) {

@@ -475,7 +475,7 @@ fn mint(shared: &Shared, role: &str, aud: &str) -> (String, DateTime<Utc>) {
         iat: issued.timestamp(),
         exp: exp.timestamp(),
         aud: aud.to_owned(),
-        pad: "L".repeat(560),
+        pad: "L".repeat(410),
     };
     let token = token::sign(&shared.key, &claims);
     shared.state.lock().unwrap().minted.push(claims.jti.clone());

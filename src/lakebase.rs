@@ -167,6 +167,24 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         }
     }
 
+    /// Like [`Lakebase::invalidate`], for a caller that only has the rejected password (the
+    /// plugin's `credentials.invalidate`). Returns whether a cached credential was dropped.
+    pub async fn invalidate_password(&self, password: &str) -> bool {
+        let mut dropped = false;
+        let mut memory = self.memory.lock().await;
+        if memory.as_ref().is_some_and(|c| c.token.expose() == password) {
+            *memory = None;
+            dropped = true;
+        }
+        if let Some(stored) = cache::read_credential(&self.kv, &self.keys.credential).await
+            && stored.token.expose() == password
+        {
+            cache::delete(&self.kv, &self.keys.credential, "credential").await;
+            dropped = true;
+        }
+        dropped
+    }
+
     /// Opens a Postgres connection with the current credential. A login rejected with `28P01`
     /// drops that credential, mints a new one and tries once more.
     pub async fn connect<X: Connector>(

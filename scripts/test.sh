@@ -25,8 +25,10 @@ echo "==> format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "==> the app component (release .wasm)"
-cargo build --target wasm32-wasip2 --release -p lakebase-notes
+echo "==> the components (release .wasm): app, plugin, Rust consumer, deny adapter; Python consumer"
+cargo build --target wasm32-wasip2 --release \
+    -p lakebase-notes -p lakebase-plugin -p lakebase-pg-consumer -p lakebase-deny-adapter
+./tests/python-consumer/build.sh
 
 echo "==> tests"
 cargo test --workspace

@@ -49,6 +49,22 @@ pub struct Connected<T> {
     pub source: CredentialSource,
 }
 
+/// Options of one connection ([`Lakebase::connect_with`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Database to log in to instead of the configured `pgdatabase`.
+    pub database: Option<String>,
+}
+
+impl ConnectOptions {
+    /// Logs in to `database` instead of the configured one.
+    pub fn database(mut self, database: impl Into<String>) -> Self {
+        self.database = Some(database.into());
+        self
+    }
+}
+
 /// What a failed login means.
 #[derive(Debug, PartialEq, Eq)]
 enum LoginFailure {
@@ -153,6 +169,17 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         Ok((c, CredentialSource::Minted))
     }
 
+    /// The credential in this instance's memory, if it may still be served, without waiting
+    /// for anything (no key-value read, no mint). For callers that cannot wait: the plugin's
+    /// synchronous `open`.
+    pub fn cached_credential(&self) -> Option<Credential> {
+        let memory = self.memory.try_lock()?;
+        memory
+            .as_ref()
+            .filter(|c| c.is_fresh(self.clock.now()))
+            .cloned()
+    }
+
     /// Forgets `rejected` in memory and in the key-value store, unless another credential has
     /// already replaced it there.
     pub async fn invalidate(&self, rejected: &Credential) {
@@ -172,7 +199,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     pub async fn invalidate_password(&self, password: &str) -> bool {
         let mut dropped = false;
         let mut memory = self.memory.lock().await;
-        if memory.as_ref().is_some_and(|c| c.token.expose() == password) {
+        if memory
+            .as_ref()
+            .is_some_and(|c| c.token.expose() == password)
+        {
             *memory = None;
             dropped = true;
         }
@@ -191,7 +221,18 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         &self,
         connector: &X,
     ) -> Result<Connected<X::Connection>, Error> {
-        let (credential, source) = self.credential().await?;
+        self.connect_with(connector, &ConnectOptions::default())
+            .await
+    }
+
+    /// Like [`Lakebase::connect`], with per-connection options (another database of the same
+    /// endpoint, say). The credential is the same: a token is valid for every database.
+    pub async fn connect_with<X: Connector>(
+        &self,
+        connector: &X,
+        options: &ConnectOptions,
+    ) -> Result<Connected<X::Connection>, Error> {
+        let (credential, source) = self.credential_for(options).await?;
         match self.open(connector, &credential).await {
             Ok(connection) => Ok(Connected {
                 connection,
@@ -205,7 +246,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     credential.user
                 ));
                 self.invalidate(&credential).await;
-                let (fresh, source) = self.credential().await?;
+                let (fresh, source) = self.credential_for(options).await?;
                 match self.open(connector, &fresh).await {
                     Ok(connection) => Ok(Connected { connection, credential: fresh, source }),
                     Err((LoginFailure::Rejected, message)) => Err(Error::new(
@@ -223,6 +264,18 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             }
             Err((failure, message)) => Err(self.login_error(failure, message, &credential)),
         }
+    }
+
+    /// The current credential, adjusted to `options`.
+    async fn credential_for(
+        &self,
+        options: &ConnectOptions,
+    ) -> Result<(Credential, CredentialSource), Error> {
+        let (mut credential, source) = self.credential().await?;
+        if let Some(database) = &options.database {
+            credential.database = database.clone();
+        }
+        Ok((credential, source))
     }
 
     /// One login, retrying transient failures within the retry policy.

@@ -48,7 +48,7 @@ pub use credential::{
     Credential, CredentialSource, MAX_REUSE, SERVER_EXPIRY_MARGIN, is_fresh, reuse_until,
 };
 pub use error::{Error, ErrorKind};
-pub use lakebase::{Connected, Lakebase};
+pub use lakebase::{ConnectOptions, Connected, Lakebase};
 pub use retry::RetryPolicy;
-pub use secret::Secret;
+pub use secret::{Secret, scrub as scrub_secrets};
 pub use workspace::WORKSPACE_TOKEN_MARGIN;

@@ -147,6 +147,12 @@ pub async fn lakebase() -> Result<&'static SpinLakebase, Error> {
     Ok(INSTANCE.get_or_init(|| lb))
 }
 
+/// This instance's client if it has been configured already (by an earlier [`lakebase`] call),
+/// without waiting for anything.
+pub fn lakebase_if_ready() -> Option<&'static SpinLakebase> {
+    INSTANCE.get()
+}
+
 /// Opens a Lakebase Postgres connection with a cached or fresh credential.
 ///
 /// ```no_run

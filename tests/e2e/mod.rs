@@ -173,5 +173,78 @@ pub fn load_host(vars: &HashMap<String, String>, state_dir: &Path) -> anyhow::Re
         env: Some(HashMap::new()),
         runtime_config: None,
         clock_offset: std::time::Duration::ZERO,
+        deny_adapter: None,
     })
+}
+
+/// Builds the plain-`spin_sdk::pg` consumer, the plugin and the devhost's deny adapter once per
+/// test process.
+pub fn plugin_wasm() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--target", "wasm32-wasip2", "--release"])
+            .args(["-p", "lakebase-pg-consumer", "-p", "lakebase-plugin"])
+            .args(["-p", "lakebase-deny-adapter"])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo build for the plugin and its consumer");
+        assert!(
+            status.success(),
+            "building the plugin or its consumer failed"
+        );
+    });
+}
+
+/// Builds the Python consumer (componentize-py from PyPI) once per test process.
+pub fn python_consumer_wasm() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(repo_root().join("tests/python-consumer/build.sh"))
+            .status()
+            .expect("running tests/python-consumer/build.sh");
+        assert!(status.success(), "building the Python consumer failed");
+    });
+}
+
+/// A copy of the manifest `src` (relative to the repository) in `dir`, with its
+/// `../../target` paths made absolute and `edit` applied.
+pub fn manifest_copy(src: &str, dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join(src)).unwrap();
+    let target = repo_root().join("target");
+    let text = edit(text.replace("../../target", &target.display().to_string()));
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Loads the app of `manifest` with these variables and key-value state.
+pub fn load_manifest(
+    manifest: &Path,
+    vars: &HashMap<String, String>,
+    state_dir: &Path,
+) -> anyhow::Result<Devhost> {
+    Devhost::load(DevhostOptions {
+        manifest: manifest.to_owned(),
+        state_dir: Some(state_dir.to_owned()),
+        variables: vars.clone(),
+        env: Some(HashMap::new()),
+        ..Default::default()
+    })
+}
+
+/// Sends one request to a loaded host: status and JSON body.
+pub async fn call(host: &Devhost, method: &str, path: &str) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:3000{path}"))
+        .body(Bytes::new())
+        .unwrap();
+    let resp = host.handle(req).await.expect("the component answered");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    (status, value)
 }

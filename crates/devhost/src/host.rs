@@ -40,6 +40,9 @@ pub struct DevhostOptions {
     pub runtime_config: Option<PathBuf>,
     /// Shift of the guest's wall clock.
     pub clock_offset: Duration,
+    /// The deny adapter for dependencies that do not inherit configuration (default: where
+    /// `cargo build --target wasm32-wasip2 --release -p lakebase-deny-adapter` puts it).
+    pub deny_adapter: Option<PathBuf>,
 }
 
 /// Shared by every instance.
@@ -51,6 +54,8 @@ pub(crate) struct Shared {
     pools: pg::Pools,
     secrets: Vec<String>,
     clock_offset_ms: Arc<AtomicI64>,
+    /// Linear memory of the last finished instance at its largest, in bytes.
+    last_peak_memory: std::sync::atomic::AtomicU64,
 }
 
 /// A loaded, validated app, ready to serve requests.
@@ -63,6 +68,7 @@ pub struct Devhost {
 
 /// Per-instance state.
 pub struct Ctx {
+    memory: MemoryUse,
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -160,6 +166,36 @@ impl WasiHttpHooks for Hooks {
     }
 }
 
+/// Counts an instance's linear memory (all memories of all its core instances), to show that a
+/// large result is streamed rather than buffered.
+#[derive(Default)]
+struct MemoryUse {
+    total: usize,
+    peak: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryUse {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.total += desired.saturating_sub(current);
+        self.peak = self.peak.max(self.total);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
 /// A wall clock shifted by the devhost's offset, so 45-minute expiry can be tested in seconds.
 struct OffsetClock(Arc<AtomicI64>);
 
@@ -218,6 +254,18 @@ impl Devhost {
         let wasm = std::fs::read(&app.source).with_context(|| {
             format!("reading the component {} (build it first: spin build, or cargo build --target wasm32-wasip2 --release)", app.source.display())
         })?;
+        let deny_adapter = opts
+            .deny_adapter
+            .clone()
+            .unwrap_or_else(crate::compose::default_deny_adapter_path);
+        let wasm = crate::compose::compose(&app.component_id, wasm, &app.dependencies, || {
+            std::fs::read(&deny_adapter).with_context(|| {
+                format!(
+                    "reading the deny adapter {} (build it: cargo build --target wasm32-wasip2 --release -p lakebase-deny-adapter)",
+                    deny_adapter.display()
+                )
+            })
+        })?;
         let component = Component::new(&engine, &wasm)
             .map_err(w)
             .with_context(|| format!("compiling {}", app.source.display()))?;
@@ -239,6 +287,7 @@ impl Devhost {
                 stores,
                 pools: pg::Pools::default(),
                 secrets,
+                last_peak_memory: Default::default(),
                 clock_offset_ms: Arc::new(AtomicI64::new(opts.clock_offset.as_millis() as i64)),
             }),
         })
@@ -249,6 +298,12 @@ impl Devhost {
         self.shared
             .clock_offset_ms
             .store(offset.as_millis() as i64, Ordering::Relaxed);
+    }
+
+    /// The largest linear memory, in bytes, of the instance that served the last finished
+    /// request (all its components together).
+    pub fn last_peak_memory(&self) -> u64 {
+        self.shared.last_peak_memory.load(Ordering::Relaxed)
     }
 
     /// The app's HTTP route.
@@ -273,6 +328,7 @@ impl Devhost {
         Store::new(
             &self.engine,
             Ctx {
+                memory: MemoryUse::default(),
                 table: ResourceTable::new(),
                 wasi: wasi.build(),
                 http: WasiHttpCtx::new(),
@@ -287,6 +343,7 @@ impl Devhost {
     /// Handles one request in a fresh instance.
     pub async fn handle(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
         let mut store = self.new_store();
+        store.limiter(|ctx| &mut ctx.memory);
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(
             parts,
@@ -322,6 +379,9 @@ impl Devhost {
             })
             .await
             .map_err(w)??;
+        self.shared
+            .last_peak_memory
+            .store(store.data().memory.peak as u64, Ordering::Relaxed);
         let mut response = http::Response::new(bytes);
         *response.status_mut() = status;
         *response.headers_mut() = headers;

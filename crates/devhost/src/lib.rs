@@ -2,6 +2,7 @@
 //! without the Spin CLI. See README.md for what it supports and how it differs from Spin.
 
 mod bindings;
+pub mod compose;
 mod host;
 mod kv;
 pub mod manifest;

@@ -10,6 +10,10 @@ use lakebase_devhost::{Devhost, DevhostOptions};
 const HELP: &str = "devhost: run a Spin 4.1 app locally (a stand-in for `spin up`, built on wasmtime 47).
 
 USAGE: devhost up [OPTIONS]
+       devhost compose [-f PATH] -o OUT.wasm
+
+`compose` writes the app component with its [component.<id>.dependencies] plugged in, as `up`
+runs it: for hosts without component dependencies (the same result as `wac plug`).
 
 OPTIONS:
   -f, --from PATH               spin.toml, or the directory holding it (default: .)
@@ -18,6 +22,9 @@ OPTIONS:
       --variable NAME=VALUE     set an application variable (repeatable); SPIN_VARIABLE_<NAME> works too
       --runtime-config-file F   Spin runtime config ([key_value_store.<label>] type = \"spin\" | \"redis\")
       --clock-offset DUR        shift the guest's wall clock, e.g. 46m, 90s, 2h
+      --deny-adapter PATH       the .wasm that denies Spin interfaces to dependencies that do not
+                                inherit configuration (default: the workspace's build of
+                                crates/deny-adapter)
   -h, --help                    this help";
 
 fn parse_duration(s: &str) -> Result<Duration> {
@@ -39,6 +46,7 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     match args.next().as_deref() {
         Some("up") => {}
+        Some("compose") => return compose(args.collect()),
         Some("-h" | "--help") | None => {
             println!("{HELP}");
             return Ok(());
@@ -70,6 +78,7 @@ async fn main() -> Result<()> {
             }
             "--runtime-config-file" => opts.runtime_config = Some(PathBuf::from(value()?)),
             "--clock-offset" => opts.clock_offset = parse_duration(&value()?)?,
+            "--deny-adapter" => opts.deny_adapter = Some(PathBuf::from(value()?)),
             other => bail!("unknown option `{other}` (see devhost up --help)"),
         }
     }
@@ -90,5 +99,49 @@ async fn main() -> Result<()> {
         host.route().trim_end_matches("/...")
     );
     tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// `devhost compose [-f PATH] [--deny-adapter PATH] -o OUT`.
+fn compose(args: Vec<String>) -> Result<()> {
+    let mut manifest = PathBuf::from(".");
+    let mut out = None;
+    let mut deny_adapter = lakebase_devhost::compose::default_deny_adapter_path();
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "-f" | "--from" => manifest = PathBuf::from(value()?),
+            "-o" | "--output" => out = Some(PathBuf::from(value()?)),
+            "--deny-adapter" => deny_adapter = PathBuf::from(value()?),
+            other => bail!("unknown option `{other}` (see devhost --help)"),
+        }
+    }
+    let out = out.context("devhost compose needs -o OUT.wasm")?;
+    let app = lakebase_devhost::manifest::App::load(&manifest)?;
+    let wasm = std::fs::read(&app.source)
+        .with_context(|| format!("reading {} (build it first)", app.source.display()))?;
+    let composed =
+        lakebase_devhost::compose::compose(&app.component_id, wasm, &app.dependencies, || {
+            std::fs::read(&deny_adapter)
+                .with_context(|| format!("reading the deny adapter {}", deny_adapter.display()))
+        })?;
+    std::fs::write(&out, &composed).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: {} with {} dependenc{} plugged in, {} bytes",
+        out.display(),
+        app.component_id,
+        app.dependencies.len(),
+        if app.dependencies.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        composed.len()
+    );
     Ok(())
 }

@@ -60,6 +60,33 @@ struct RawComponent {
     key_value_stores: Vec<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    #[serde(default)]
+    dependencies: BTreeMap<String, RawDependency>,
+    dependencies_inherit_configuration: Option<bool>,
+}
+
+/// `[component.<id>.dependencies]` entry. Spin also takes registry packages, URLs and other
+/// components of the app; the devhost takes local paths.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDependency {
+    path: Option<String>,
+    export: Option<String>,
+    inherit_configuration: Option<RawInherit>,
+    version: Option<String>,
+    registry: Option<String>,
+    package: Option<String>,
+    url: Option<String>,
+    digest: Option<String>,
+    component: Option<String>,
+}
+
+/// `inherit_configuration = true | false | ["capability_set", …]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawInherit {
+    All(bool),
+    Some(Vec<String>),
 }
 
 /// An application variable.
@@ -94,6 +121,8 @@ pub struct App {
     pub key_value_stores: Vec<String>,
     /// Component variables: name → template over app variables.
     pub component_variables: BTreeMap<String, String>,
+    /// `[component.<id>.dependencies]`, composed in before the component runs.
+    pub dependencies: Vec<crate::compose::Dependency>,
 }
 
 impl App {
@@ -147,7 +176,9 @@ impl App {
                 ))
             })
             .collect::<Result<_>>()?;
+        let dependencies = dependencies(&trigger.component, comp, &dir)?;
         Ok(App {
+            dependencies,
             name: raw.application.name,
             source: dir.join(&comp.source),
             dir,
@@ -237,6 +268,54 @@ impl App {
             .filter_map(|(k, _)| app_values.get(k).filter(|v| !v.is_empty()).cloned())
             .collect()
     }
+}
+
+/// The component's dependencies, with Spin's inheritance rules: the component-wide
+/// `dependencies_inherit_configuration` and a dependency's own `inherit_configuration` exclude
+/// each other; absent means inherit nothing.
+fn dependencies(
+    id: &str,
+    comp: &RawComponent,
+    dir: &Path,
+) -> Result<Vec<crate::compose::Dependency>> {
+    use crate::compose::{Dependency, Inherit};
+    comp.dependencies
+        .iter()
+        .map(|(name, dep)| {
+            let context = || format!("component `{id}`, dependency `{name}`");
+            if dep.version.is_some()
+                || dep.registry.is_some()
+                || dep.package.is_some()
+                || dep.url.is_some()
+                || dep.digest.is_some()
+                || dep.component.is_some()
+            {
+                bail!(
+                    "{}: the devhost composes dependencies from a local `path` only (not registry packages, URLs or app components)",
+                    context()
+                );
+            }
+            let path = dep
+                .path
+                .as_deref()
+                .with_context(|| format!("{}: needs `path = \"<file>.wasm\"`", context()))?;
+            let inherit = match (comp.dependencies_inherit_configuration, &dep.inherit_configuration) {
+                (Some(_), Some(_)) => bail!(
+                    "{}: use either `dependencies_inherit_configuration` on the component or `inherit_configuration` on the dependency, not both",
+                    context()
+                ),
+                (Some(true), None) | (None, Some(RawInherit::All(true))) => Inherit::All,
+                (None, Some(RawInherit::Some(sets))) => Inherit::Sets(sets.clone()),
+                _ => Inherit::Sets(Vec::new()),
+            };
+            Ok(Dependency {
+                name: name.clone(),
+                path: dir.join(path),
+                export: dep.export.clone(),
+                inherit,
+            })
+        })
+        .collect()
 }
 
 fn validate_variable_name(name: &str) -> Result<()> {

@@ -1,0 +1,277 @@
+//! Benchmark of the plugin: median request time through the devhost's HTTP server, each request
+//! on a fresh TCP connection (`Connection: close`; keep-alive showed a delayed-ACK artefact on
+//! these machines), for the same consumer component:
+//!
+//! - `direct`: the consumer alone, opening the login proxy with a connection string that holds
+//!   a token minted beforehand;
+//! - `plugin pass-through`: the consumer composed with the plugin, same connection string (the
+//!   plugin forwards it untouched);
+//! - `plugin lakebase:`: the consumer composed with the plugin, address `lakebase:` (cached
+//!   credential, then the same host connection).
+//!
+//! All three log in through the emulator's login proxy to the same PostgreSQL, so the plugin is
+//! the only difference. Run from the repository root:
+//!
+//! ```sh
+//! cargo run --profile bench-host --example plugin_bench            # 200 requests per row
+//! cargo run --profile bench-host --example plugin_bench -- 500      # more
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use lakebase_devhost::{Devhost, DevhostOptions};
+use lakebase_emulator::{
+    Backend, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Emulator, EmulatorOptions,
+};
+use lakebase_testkit::PgCluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: status and body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Chunked bodies: good enough to find the JSON inside for the checks below.
+    Ok((status, body.to_owned()))
+}
+
+/// A database token minted through the emulator's real HTTP API, as the plugin would.
+async fn mint_token(emu: &Emulator) -> Result<String> {
+    let addr: SocketAddr = emu.http_url().trim_start_matches("http://").parse()?;
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}"));
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/oidc/v1/token",
+        &format!(
+            "authorization: Basic {basic}\r\ncontent-type: application/x-www-form-urlencoded\r\n"
+        ),
+        "grant_type=client_credentials&scope=all-apis",
+    )
+    .await?;
+    if status != 200 {
+        bail!("oidc token: {status}");
+    }
+    let workspace: serde_json::Value = serde_json::from_str(&body)?;
+    let ws = workspace["access_token"].as_str().context("access_token")?;
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/2.0/postgres/credentials",
+        &format!("authorization: Bearer {ws}\r\ncontent-type: application/json\r\n"),
+        &serde_json::json!({ "endpoint": DEFAULT_ENDPOINT }).to_string(),
+    )
+    .await?;
+    if status != 200 {
+        bail!("credential: {status}");
+    }
+    let cred: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(cred["token"].as_str().context("token")?.to_owned())
+}
+
+fn build_wasm() -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--target", "wasm32-wasip2", "--release"])
+        .args(["-p", "lakebase-pg-consumer", "-p", "lakebase-plugin"])
+        .current_dir(root())
+        .status()?;
+    if !status.success() {
+        bail!("building the components failed");
+    }
+    Ok(())
+}
+
+/// The consumer's manifest, with or without the plugin, written beside a state directory.
+fn manifest(dir: &Path, with_plugin: bool) -> Result<PathBuf> {
+    let source = root().join("crates/pg-consumer/spin.toml");
+    let mut text = std::fs::read_to_string(&source)?;
+    let target = root().join("target/wasm32-wasip2/release");
+    text = text.replace(
+        "../../target/wasm32-wasip2/release",
+        &target.display().to_string(),
+    );
+    if !with_plugin {
+        let start = text
+            .find("[component.consumer.dependencies]")
+            .context("dependencies table")?;
+        let end = text[start..]
+            .find("\n\n")
+            .map(|n| start + n)
+            .context("end of table")?;
+        text.replace_range(start..end, "");
+    }
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Row {
+    name: &'static str,
+    path: String,
+    host: usize,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(200);
+    build_wasm()?;
+    let pg = PgCluster::start()?;
+    let emu = Emulator::start(EmulatorOptions::new(Backend {
+        host: pg.host().to_owned(),
+        port: pg.port(),
+        admin_user: pg.superuser().to_owned(),
+        admin_password: pg.superuser_password().to_owned(),
+    }))
+    .await?;
+    let token = mint_token(&emu).await?;
+    let proxy = emu.pg_addr();
+    let direct = format!(
+        "postgres://{}:{}@{}:{}/databricks_postgres?sslmode=disable",
+        DEFAULT_CLIENT_ID,
+        percent_encode(&token),
+        proxy.ip(),
+        proxy.port()
+    );
+    let vars: HashMap<String, String> = [
+        ("databricks_host", emu.http_url()),
+        ("databricks_client_id", DEFAULT_CLIENT_ID.to_owned()),
+        ("databricks_client_secret", DEFAULT_CLIENT_SECRET.to_owned()),
+        ("lakebase_endpoint", DEFAULT_ENDPOINT.to_owned()),
+        ("pghost", proxy.ip().to_string()),
+        ("pgport", proxy.port().to_string()),
+        ("pgsslmode", "disable".to_owned()),
+        ("direct_address", direct),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let scratch = std::env::temp_dir().join(format!("lakebase-bench-{}", std::process::id()));
+    let mut servers = Vec::new();
+    let mut hosts = Vec::new();
+    for with_plugin in [false, true] {
+        let dir = scratch.join(if with_plugin { "plugin" } else { "direct" });
+        let host = Devhost::load(DevhostOptions {
+            manifest: manifest(&dir, with_plugin)?,
+            state_dir: Some(dir.join(".spin")),
+            variables: vars.clone(),
+            env: Some(HashMap::new()),
+            ..Default::default()
+        })?;
+        servers.push(host.serve("127.0.0.1:0".parse()?).await?);
+        hosts.push(host);
+    }
+    let rows_q = "n=5000&width=100";
+    let table = [
+        Row {
+            name: "SELECT 1, direct",
+            path: "/select1?via=direct".into(),
+            host: 0,
+        },
+        Row {
+            name: "SELECT 1, plugin pass-through",
+            path: "/select1?via=direct".into(),
+            host: 1,
+        },
+        Row {
+            name: "SELECT 1, plugin lakebase:",
+            path: "/select1?via=lakebase".into(),
+            host: 1,
+        },
+        Row {
+            name: "5,000 rows, direct",
+            path: format!("/rows?via=direct&{rows_q}"),
+            host: 0,
+        },
+        Row {
+            name: "5,000 rows, plugin pass-through",
+            path: format!("/rows?via=direct&{rows_q}"),
+            host: 1,
+        },
+        Row {
+            name: "5,000 rows, plugin lakebase:",
+            path: format!("/rows?via=lakebase&{rows_q}"),
+            host: 1,
+        },
+    ];
+    // Warm up every row (pools, compiled code, the cached credential), then interleave the rows
+    // request by request so that drifts of a shared machine hit them all alike.
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); table.len()];
+    for round in 0..n + 20 {
+        for (i, row) in table.iter().enumerate() {
+            let addr = servers[row.host].local_addr();
+            let start = Instant::now();
+            let (status, body) = http(addr, "GET", &row.path, "", "").await?;
+            let elapsed = start.elapsed();
+            if status != 200 {
+                bail!("{}: {status} {body}", row.name);
+            }
+            if round >= 20 {
+                times[i].push(elapsed);
+            }
+        }
+    }
+    let mints = emu.mints();
+    let medians: Vec<Duration> = times.into_iter().map(median).collect();
+    println!("\nplugin benchmark: {n} requests per row, fresh TCP connection each, medians");
+    println!("| request | median | ratio to direct |");
+    println!("|---|---:|---:|");
+    for (i, row) in table.iter().enumerate() {
+        let base = medians[(i / 3) * 3];
+        println!(
+            "| {} | {:.2} ms | {:.3}x |",
+            row.name,
+            medians[i].as_secs_f64() * 1e3,
+            medians[i].as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    println!("\ndatabase credentials minted during the run: {mints} (1 by the benchmark itself)");
+    drop(servers);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

@@ -278,20 +278,26 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         Ok((credential, source))
     }
 
-    /// One login, retrying transient failures within the retry policy.
-    async fn open<X: Connector>(
-        &self,
-        connector: &X,
-        c: &Credential,
-    ) -> Result<X::Connection, (LoginFailure, String)> {
-        let address = connection_string(
+    /// The URL-form connection string of `c` with the configured `sslmode` (a secret: it holds
+    /// the token).
+    pub fn connection_string(&self, c: &Credential) -> Secret {
+        connection_string(
             &c.user,
             &c.token,
             &c.host,
             c.port,
             &c.database,
             self.config.sslmode,
-        );
+        )
+    }
+
+    /// One login, retrying transient failures within the retry policy.
+    async fn open<X: Connector>(
+        &self,
+        connector: &X,
+        c: &Credential,
+    ) -> Result<X::Connection, (LoginFailure, String)> {
+        let address = self.connection_string(c);
         let start = self.clock.now();
         let mut attempt = 0;
         loop {

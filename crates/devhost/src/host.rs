@@ -361,8 +361,11 @@ impl Devhost {
                         .map_err(|e| {
                             anyhow::anyhow!("the component answered with an error: {e:?}")
                         })?;
+                    // The request's I/O result goes to the guest with the response (as
+                    // wasmtime-wasi-http's own handler does), not awaited here: a guest that
+                    // keeps its request handle alive must not hold up its answer.
                     let resp = accessor
-                        .with(|access| resp.into_http(access, async { Ok(()) }))
+                        .with(|access| resp.into_http(access, io))
                         .map_err(w)?;
                     let (parts, body) = resp.into_parts();
                     let bytes = body
@@ -372,10 +375,7 @@ impl Devhost {
                         .to_bytes();
                     anyhow::Ok((parts.status, parts.headers, bytes))
                 };
-                let (out, ()) = tokio::try_join!(response, async {
-                    io.await.map_err(|e| anyhow::anyhow!("{e:?}"))
-                })?;
-                anyhow::Ok(out)
+                response.await
             })
             .await
             .map_err(w)??;

@@ -14,11 +14,14 @@
 //! `--merge-structurally-equal-types`, so that the exported types are the imported ones; see
 //! `crates/plugin/README.md` for the command.
 
+// The error type is `spin:postgres`'s, fixed by its WIT.
+#![allow(clippy::result_large_err)]
+
 use std::cell::RefCell;
 
 use lakebase_spin::host::Connector;
 use lakebase_spin::spin::{lakebase, lakebase_if_ready};
-use lakebase_spin::{ConnectOptions, CredentialSource, ErrorKind, Secret, connection_string};
+use lakebase_spin::{ConnectOptions, CredentialSource, ErrorKind, Secret};
 use spin_sdk::wit_bindgen::{FutureReader, StreamReader};
 
 #[allow(warnings, missing_docs, clippy::all)]
@@ -156,14 +159,7 @@ fn open_sync(address: &str, ca_root: Option<&str>) -> Result<hpg::Connection, vp
     if let Some(database) = options.database {
         c.database = database;
     }
-    let address = connection_string(
-        &c.user,
-        &c.token,
-        &c.host,
-        c.port,
-        &c.database,
-        lb.config().sslmode,
-    );
+    let address = lb.connection_string(&c);
     let builder = hpg::ConnectionBuilder::new(address.expose());
     if let Some(pem) = ca_root.or(lb.config().ca_root.as_deref()) {
         builder.set_ca_root(pem)?;
@@ -293,33 +289,24 @@ fn wit_error(e: lakebase_spin::Error) -> wit::Error {
 
 impl wit::Guest for Plugin {
     async fn get() -> Result<wit::Credential, wit::Error> {
-        {
-            let lb = lakebase().await.map_err(wit_error)?;
-            let (c, source) = lb.credential().await.map_err(wit_error)?;
-            let conn = connection_string(
-                &c.user,
-                &c.token,
-                &c.host,
-                c.port,
-                &c.database,
-                lb.config().sslmode,
-            );
-            Ok(wit::Credential {
-                host: c.host.clone(),
-                port: c.port,
-                database: c.database.clone(),
-                user: c.user.clone(),
-                password: c.token.expose().to_owned(),
-                expires_at: c.expires_at.timestamp(),
-                reuse_until: c.reuse_until().timestamp(),
-                connection_string: conn.expose().to_owned(),
-                source: match source {
-                    CredentialSource::Memory => wit::Source::Memory,
-                    CredentialSource::Kv => wit::Source::Kv,
-                    _ => wit::Source::Minted,
-                },
-            })
-        }
+        let lb = lakebase().await.map_err(wit_error)?;
+        let (c, source) = lb.credential().await.map_err(wit_error)?;
+        let conn = lb.connection_string(&c);
+        Ok(wit::Credential {
+            host: c.host.clone(),
+            port: c.port,
+            database: c.database.clone(),
+            user: c.user.clone(),
+            password: c.token.expose().to_owned(),
+            expires_at: c.expires_at.timestamp(),
+            reuse_until: c.reuse_until().timestamp(),
+            connection_string: conn.expose().to_owned(),
+            source: match source {
+                CredentialSource::Memory => wit::Source::Memory,
+                CredentialSource::Kv => wit::Source::Kv,
+                _ => wit::Source::Minted,
+            },
+        })
     }
 
     async fn invalidate(password: String) -> bool {

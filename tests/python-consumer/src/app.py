@@ -115,17 +115,25 @@ def respond(status: int, obj) -> Response:
 
 class Handler(exports.Handler):
     async def handle(self, request: Request) -> Response:
+        # Drop the request handle here, explicitly. The host completes the HTTP exchange only once
+        # the guest has dropped its `request`, and an `Err` raised by an import sits in a
+        # reference cycle (Err -> traceback -> binding frame -> Err) that also keeps every frame
+        # of its traceback alive -- including this coroutine's, which holds `request`. Only the
+        # cyclic GC would free it, and it does not run before the instance is torn down.
+        with request:
+            method = request.get_method()
+            path = request.get_path_with_query() or "/"
+        if not isinstance(method, Method_Get):
+            return respond(405, {"error": "only GET is supported"})
+        params = parse_qs(urlsplit(path).query)
+        sql = params.get("q", [DEFAULT_QUERY])[0]
+        addr = params.get("addr", [DEFAULT_ADDR])[0]
+        mode = params.get("mode", ["sync"])[0]
         try:
-            if not isinstance(request.get_method(), Method_Get):
-                return respond(405, {"error": "only GET is supported"})
-            params = parse_qs(urlsplit(request.get_path_with_query() or "/").query)
-            sql = params.get("q", [DEFAULT_QUERY])[0]
-            addr = params.get("addr", [DEFAULT_ADDR])[0]
-            mode = params.get("mode", ["sync"])[0]
             if mode == "async":
                 result = await run_async(addr, sql)
             else:
                 result = run_sync(addr, sql)
-            return respond(200, result)
         except Exception as e:  # Err(pg.Error) and anything else
             return respond(500, {"error": error_text(e)})
+        return respond(200, result)

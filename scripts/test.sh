@@ -25,9 +25,10 @@ echo "==> format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "==> the components (release .wasm): app, plugin, Rust consumer, deny adapter; Python consumer"
+echo "==> the components (release .wasm): app, plugin, Rust consumers, deny adapter; Python consumer"
 cargo build --target wasm32-wasip2 --release \
-    -p lakebase-notes -p lakebase-plugin -p lakebase-pg-consumer -p lakebase-deny-adapter
+    -p lakebase-notes -p lakebase-plugin -p lakebase-pg-consumer -p lakebase-deny-adapter \
+    -p lakebase-credentials-consumer
 ./tests/python-consumer/build.sh
 
 echo "==> tests"

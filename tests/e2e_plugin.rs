@@ -17,6 +17,7 @@ use serde_json::Value;
 
 const RUST_CONSUMER: &str = "crates/pg-consumer/spin.toml";
 const PYTHON_CONSUMER: &str = "tests/python-consumer/spin.toml";
+const CREDENTIALS_CONSUMER: &str = "crates/credentials-consumer/spin.toml";
 
 /// PostgreSQL, the emulator and the consumers' variables.
 struct Plugged {
@@ -68,7 +69,15 @@ impl Plugged {
                 &format!("\"postgres://*:{{{{ pgport }}}}\", \"{pg_host}\"]"),
             ))
         });
-        load_manifest(&path, &self.vars, &self.dir.join("state")).expect("loading the consumer")
+        // Only the variables this manifest declares (`--variable` of an undeclared one fails).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let vars: HashMap<String, String> = self
+            .vars
+            .iter()
+            .filter(|(k, _)| text.contains(&format!("\n{k} = {{")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        load_manifest(&path, &vars, &self.dir.join("state")).expect("loading the consumer")
     }
 
     fn mints(&self) -> u64 {
@@ -259,6 +268,47 @@ async fn without_inherited_configuration_the_plugin_is_not_permitted() {
         body["error"].as_str().unwrap().contains("is not permitted"),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credentials_interface_serves_the_same_cache() {
+    let p = Plugged::start().await;
+    let creds = p.host(CREDENTIALS_CONSUMER, "credentials", no_edit);
+    let pg = p.host(RUST_CONSUMER, "rust", no_edit);
+    let (status, body) = call(&creds, "GET", "/credential").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "minted");
+    assert_eq!(
+        body["current_user"], DEFAULT_CLIENT_ID,
+        "its connection string logs in"
+    );
+    assert_eq!(body["database"], "databricks_postgres");
+    let expires = body["expires_in_s"].as_i64().unwrap();
+    let reuse = body["reuse_in_s"].as_i64().unwrap();
+    assert!(
+        (3590..=3600).contains(&expires) && (2690..=2700).contains(&reuse),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("password"), "{body}");
+    let (status, body) = call(&creds, "GET", "/credential").await;
+    assert_eq!(
+        (status, &body["source"]),
+        (200, &Value::from("kv")),
+        "{body}"
+    );
+    // The spin:postgres consumer uses the same credential.
+    assert_eq!(call(&pg, "GET", "/health?via=lakebase").await.0, 200);
+    assert_eq!(p.mints(), 1);
+    // Invalidating drops it from the store: the next get mints.
+    let (status, body) = call(&creds, "GET", "/invalidate").await;
+    assert_eq!(
+        (status, &body["dropped"]),
+        (200, &Value::from(true)),
+        "{body}"
+    );
+    let (_, body) = call(&creds, "GET", "/credential").await;
+    assert_eq!(body["source"], "minted", "{body}");
+    assert_eq!(p.mints(), 2);
 }
 
 #[test]

@@ -185,7 +185,12 @@ pub fn plugin_wasm() {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--target", "wasm32-wasip2", "--release"])
             .args(["-p", "lakebase-pg-consumer", "-p", "lakebase-plugin"])
-            .args(["-p", "lakebase-deny-adapter"])
+            .args([
+                "-p",
+                "lakebase-deny-adapter",
+                "-p",
+                "lakebase-credentials-consumer",
+            ])
             .current_dir(repo_root())
             .status()
             .expect("running cargo build for the plugin and its consumer");

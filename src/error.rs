@@ -87,6 +87,21 @@ impl Error {
         self
     }
 
+    /// A copy for another request that waited on the same load: the same kind, message,
+    /// variable and SQLSTATE, with the cause flattened to its text.
+    pub(crate) fn shared_copy(&self) -> Self {
+        Error {
+            kind: self.kind,
+            message: self.message.clone(),
+            variable: self.variable,
+            sqlstate: self.sqlstate.clone(),
+            source: self
+                .source
+                .as_ref()
+                .map(|s| Box::new(Cause(s.to_string())) as Source),
+        }
+    }
+
     /// An error of `kind` with a message, for code built on this crate (e.g. an app that
     /// reports its own failures in the same shape). The message must not contain secrets.
     pub fn from_message(kind: ErrorKind, message: impl Into<String>) -> Self {

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::lock::Mutex;
+use std::sync::Mutex;
 
 use crate::cache::{self, CacheKeys, Lease};
 use crate::config::{Config, WorkspaceAuth, var};
 use crate::conn_string::connection_string;
 use crate::credential::{Credential, CredentialSource};
 use crate::error::{Cause, Error, ErrorKind};
+use crate::flight::{Flight, next_poll};
 use crate::host::{Clock, Connector, Http, Kv};
 use crate::log;
 use crate::retry::RetryPolicy;
@@ -22,6 +23,12 @@ const LEASE_TTL: TimeDelta = TimeDelta::seconds(10);
 const LEASE_SETTLE: Duration = Duration::from_millis(25);
 /// How often a waiting instance looks for the lease holder's record.
 const LEASE_POLL: Duration = Duration::from_millis(50);
+/// How long a request waits for another request of the same instance to finish a load.
+const IN_INSTANCE_WAIT: Duration = Duration::from_secs(30);
+
+fn elapsed(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    (to - from).to_std().unwrap_or(Duration::ZERO)
+}
 
 /// A Lakebase client over a host's HTTP, key-value store and clock.
 ///
@@ -36,6 +43,7 @@ pub struct Lakebase<H, K, C> {
     pub(crate) retry: RetryPolicy,
     pub(crate) workspace_token: Mutex<Option<(Secret, DateTime<Utc>)>>,
     memory: Mutex<Option<Credential>>,
+    flight: Flight,
     instance_id: String,
 }
 
@@ -114,6 +122,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             retry: RetryPolicy::default(),
             workspace_token: Mutex::new(None),
             memory: Mutex::new(None),
+            flight: Flight::default(),
             instance_id: uuid::Uuid::new_v4().to_string(),
         }
     }
@@ -131,28 +140,69 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
 
     /// A credential that may be used now: from this instance's memory, else the shared
     /// key-value store, else minted (and then stored in both). Concurrent callers in one
-    /// instance share one mint; other instances that see a mint in progress wait for it.
+    /// instance share one load (see `flight.rs`: they wait on host timers, never on each
+    /// other); other instances that see a mint in progress wait for it.
     pub async fn credential(&self) -> Result<(Credential, CredentialSource), Error> {
-        let mut memory = self.memory.lock().await;
-        let now = self.clock.now();
-        if let Some(c) = memory.as_ref()
-            && c.is_fresh(now)
-        {
-            return Ok((c.clone(), CredentialSource::Memory));
+        let mark = self.flight.mark();
+        let started = self.clock.now();
+        let mut poll = None;
+        loop {
+            if let Some(c) = self.from_memory() {
+                return Ok((c, CredentialSource::Memory));
+            }
+            if let Some(e) = self.flight.failure_since(mark) {
+                return Err(e);
+            }
+            if let Some(ticket) = self.flight.try_begin() {
+                // Looked again under the ticket: a load may have ended since the first look.
+                if let Some(c) = self.from_memory() {
+                    return Ok((c, CredentialSource::Memory));
+                }
+                let result = self.load().await;
+                ticket.finish(&result);
+                return result;
+            }
+            if elapsed(started, self.clock.now()) >= IN_INSTANCE_WAIT {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "another request of this instance has been minting a credential for over {} s",
+                        IN_INSTANCE_WAIT.as_secs()
+                    ),
+                ));
+            }
+            let wait = next_poll(poll);
+            poll = Some(wait);
+            self.clock.sleep(wait).await;
         }
+    }
+
+    /// The credential in memory, if it may be served now.
+    fn from_memory(&self) -> Option<Credential> {
+        let now = self.clock.now();
+        self.memory().as_ref().filter(|c| c.is_fresh(now)).cloned()
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Option<Credential>> {
+        // Never held across an await; a poisoned lock (a panic elsewhere) still holds plain data.
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key-value store, else a mint; called by the one request that holds the ticket.
+    async fn load(&self) -> Result<(Credential, CredentialSource), Error> {
         if let Some(c) = self.fresh_from_kv().await {
-            *memory = Some(c.clone());
+            *self.memory() = Some(c.clone());
             return Ok((c, CredentialSource::Kv));
         }
         if let Some(c) = self.wait_for_other_minter().await {
-            *memory = Some(c.clone());
+            *self.memory() = Some(c.clone());
             return Ok((c, CredentialSource::Kv));
         }
         // Claim the mint, let racing claims settle, and defer to whoever won.
         self.write_own_lease().await;
         self.clock.sleep(LEASE_SETTLE).await;
         if let Some(c) = self.wait_for_other_minter().await {
-            *memory = Some(c.clone());
+            *self.memory() = Some(c.clone());
             return Ok((c, CredentialSource::Kv));
         }
         let minted = self.mint().await;
@@ -160,10 +210,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let c = minted?;
         if c.is_fresh(self.clock.now()) {
             cache::write_credential(&self.kv, &self.keys.credential, &c).await;
-            *memory = Some(c.clone());
+            *self.memory() = Some(c.clone());
         } else {
             log::warn(
-                "the new credential expires within two minutes (clock skew?); not caching it",
+                "the new credential is already past its reuse limit (clock skew?); not caching it",
             );
         }
         Ok((c, CredentialSource::Minted))
@@ -173,19 +223,17 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// for anything (no key-value read, no mint). For callers that cannot wait: the plugin's
     /// synchronous `open`.
     pub fn cached_credential(&self) -> Option<Credential> {
-        let memory = self.memory.try_lock()?;
-        memory
-            .as_ref()
-            .filter(|c| c.is_fresh(self.clock.now()))
-            .cloned()
+        self.from_memory()
     }
 
     /// Forgets `rejected` in memory and in the key-value store, unless another credential has
     /// already replaced it there.
     pub async fn invalidate(&self, rejected: &Credential) {
-        let mut memory = self.memory.lock().await;
-        if memory.as_ref().is_some_and(|c| c.token == rejected.token) {
-            *memory = None;
+        {
+            let mut memory = self.memory();
+            if memory.as_ref().is_some_and(|c| c.token == rejected.token) {
+                *memory = None;
+            }
         }
         if let Some(stored) = cache::read_credential(&self.kv, &self.keys.credential).await
             && stored.token == rejected.token
@@ -198,13 +246,15 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// plugin's `credentials.invalidate`). Returns whether a cached credential was dropped.
     pub async fn invalidate_password(&self, password: &str) -> bool {
         let mut dropped = false;
-        let mut memory = self.memory.lock().await;
-        if memory
-            .as_ref()
-            .is_some_and(|c| c.token.expose() == password)
         {
-            *memory = None;
-            dropped = true;
+            let mut memory = self.memory();
+            if memory
+                .as_ref()
+                .is_some_and(|c| c.token.expose() == password)
+            {
+                *memory = None;
+                dropped = true;
+            }
         }
         if let Some(stored) = cache::read_credential(&self.kv, &self.keys.credential).await
             && stored.token.expose() == password

@@ -33,6 +33,7 @@ mod config;
 mod conn_string;
 mod credential;
 mod error;
+mod flight;
 pub mod host;
 mod lakebase;
 mod log;

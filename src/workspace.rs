@@ -41,10 +41,16 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 client_secret,
             } => (client_id, client_secret),
         };
-        let mut memory = self.workspace_token.lock().await;
+        // Only the request that holds the instance's load ticket gets here, so no two fetches
+        // race inside one instance; the lock is never held across an await.
+        let remembered = || {
+            self.workspace_token
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
         let now = self.clock.now();
         if !refresh {
-            if let Some((token, until)) = memory.as_ref()
+            if let Some((token, until)) = remembered().as_ref()
                 && now < *until
             {
                 return Ok(token.clone());
@@ -53,19 +59,22 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 cache::read_workspace_token(&self.kv, &self.keys.workspace_token).await
                 && now < until
             {
-                *memory = Some((token.clone(), until));
+                *remembered() = Some((token.clone(), until));
                 return Ok(token);
             }
         }
         let (token, until) = self.fetch_oauth_token(client_id, client_secret).await?;
         cache::write_workspace_token(&self.kv, &self.keys.workspace_token, &token, until).await;
-        *memory = Some((token.clone(), until));
+        *remembered() = Some((token.clone(), until));
         Ok(token)
     }
 
     /// Forgets the OAuth workspace token (after the API rejected it).
     async fn drop_workspace_token(&self) {
-        *self.workspace_token.lock().await = None;
+        *self
+            .workspace_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         cache::delete(&self.kv, &self.keys.workspace_token, "workspace token").await;
     }
 

@@ -478,6 +478,79 @@ fn concurrent_requests_in_one_instance_share_one_mint() {
     );
 }
 
+/// Spin runs up to 16 requests at once in one instance on one executor, where waiting on another
+/// task panics: 16 cold requests must share one mint without any of them doing so.
+#[test]
+fn sixteen_cold_requests_in_one_instance_on_spins_executor() {
+    let w = World::m2m();
+    let a = w.instance();
+    let results = run_like_spin((0..16).map(|_| task(a.connect(&w.pg))).collect());
+    let sources: Vec<_> = results.into_iter().map(|r| r.unwrap().source).collect();
+    assert_eq!(w.ws.mints(), 1, "{sources:?}");
+    assert_eq!(w.ws.count(TOKEN_ROUTE), 1);
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| **s == CredentialSource::Minted)
+            .count(),
+        1
+    );
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| **s == CredentialSource::Memory)
+            .count(),
+        15
+    );
+}
+
+#[test]
+fn remint_under_load_in_one_instance_on_spins_executor() {
+    let w = World::m2m();
+    let a = w.instance();
+    block_on(a.credential()).unwrap();
+    w.clock.advance(TimeDelta::minutes(45));
+    let results = run_like_spin((0..16).map(|_| task(a.connect(&w.pg))).collect());
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(w.ws.mints(), 2, "one re-mint for sixteen requests");
+    // Revoked while requests are in flight: one of them re-mints, the others reuse that.
+    let current = block_on(a.credential())
+        .unwrap()
+        .0
+        .token
+        .expose()
+        .to_owned();
+    w.pg.revoked.borrow_mut().insert(current);
+    let results = run_like_spin((0..16).map(|_| task(a.connect(&w.pg))).collect());
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(w.ws.mints(), 3);
+}
+
+#[test]
+fn a_failed_mint_answers_every_waiting_request_once() {
+    let w = World::m2m();
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Status(
+            403,
+            None,
+            r#"{"error_code":"PERMISSION_DENIED","message":"no access"}"#.into(),
+        ),
+    );
+    let a = w.instance();
+    let results = run_like_spin((0..8).map(|_| task(a.credential())).collect());
+    for r in &results {
+        assert_eq!(r.as_ref().err().unwrap().kind(), ErrorKind::Permission);
+    }
+    assert_eq!(
+        w.ws.count(AUTOSCALING_ROUTE),
+        1,
+        "the waiters got the same failure instead of trying again one by one"
+    );
+    // The next request tries anew.
+    assert!(block_on(a.credential()).is_ok());
+}
+
 #[test]
 fn concurrent_instances_defer_to_the_lease_holder() {
     let w = World::m2m();

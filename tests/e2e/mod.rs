@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use lakebase_devhost::{Devhost, DevhostOptions};
+use lakebase_devhost::{Devhost, DevhostOptions, InstanceReuse};
 use lakebase_emulator::{
     Backend, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Emulator, EmulatorOptions,
 };
@@ -48,7 +48,8 @@ pub fn app_wasm() -> PathBuf {
         .clone()
 }
 
-/// The devhost binary (for the tests that run separate processes).
+/// The devhost binary (for the tests that run separate processes). `cargo test --workspace`
+/// has built it already with the same features (then this is a no-op).
 pub fn devhost_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -99,6 +100,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 impl Stack {
+    /// A stack whose devhost makes a fresh instance per request, so that every request goes
+    /// through the cache shared across instances (most tests here prove that path).
     pub async fn start() -> Stack {
         Self::start_with(|_| {}).await
     }
@@ -165,15 +168,23 @@ impl Stack {
     }
 }
 
+/// The app on a devhost with a fresh instance per request.
 pub fn load_host(vars: &HashMap<String, String>, state_dir: &Path) -> anyhow::Result<Devhost> {
+    load_host_with(vars, state_dir, InstanceReuse::FRESH)
+}
+
+pub fn load_host_with(
+    vars: &HashMap<String, String>,
+    state_dir: &Path,
+    reuse: InstanceReuse,
+) -> anyhow::Result<Devhost> {
     Devhost::load(DevhostOptions {
         manifest: repo_root().join("spin.toml"),
         state_dir: Some(state_dir.to_owned()),
         variables: vars.clone(),
         env: Some(HashMap::new()),
-        runtime_config: None,
-        clock_offset: std::time::Duration::ZERO,
-        deny_adapter: None,
+        reuse,
+        ..Default::default()
     })
 }
 
@@ -235,6 +246,8 @@ pub fn load_manifest(
         state_dir: Some(state_dir.to_owned()),
         variables: vars.clone(),
         env: Some(HashMap::new()),
+        // These tests prove the cache across instances: every request in a new one.
+        reuse: InstanceReuse::FRESH,
         ..Default::default()
     })
 }
@@ -252,4 +265,57 @@ pub async fn call(host: &Devhost, method: &str, path: &str) -> (u16, Value) {
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
     (status, value)
+}
+
+/// PostgreSQL and the emulated workspace in front of it, for apps served by host processes.
+pub struct Upstream {
+    pub emu: Emulator,
+    pub vars: HashMap<String, String>,
+    pub pg: PgCluster,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let pg = PgCluster::start().expect("starting PostgreSQL");
+        let emu = Emulator::start(EmulatorOptions::new(Backend {
+            host: pg.host().to_owned(),
+            port: pg.port(),
+            admin_user: pg.superuser().to_owned(),
+            admin_password: pg.superuser_password().to_owned(),
+        }))
+        .await
+        .expect("starting the emulator");
+        let vars = default_vars(&emu);
+        Upstream { emu, vars, pg }
+    }
+
+    pub fn mints(&self) -> u64 {
+        self.emu.mints()
+    }
+
+    /// The variables as a host process takes them.
+    pub fn variables(&self) -> std::collections::BTreeMap<String, String> {
+        self.vars.clone().into_iter().collect()
+    }
+}
+
+/// The hosts every scenario runs on: the devhost (reusing instances as Spin does), and a real
+/// Spin when one is found (`$SPIN`, else `spin` on the PATH). Says so when there is none.
+pub fn hosts() -> Vec<lakebase_testkit::host::HostKind> {
+    use lakebase_testkit::host::HostKind;
+    let mut hosts = vec![HostKind::Devhost {
+        bin: devhost_bin(),
+        args: vec![],
+    }];
+    match HostKind::spin_from_env() {
+        Some(spin) => hosts.push(spin),
+        None => eprintln!(
+            "NOTE: no Spin CLI ($SPIN unset and no `spin` on the PATH): this scenario ran on the devhost only; the Spin tier was NOT run"
+        ),
+    }
+    // `E2E_HOSTS=spin` (or `devhost`) runs one tier only.
+    if let Ok(only) = std::env::var("E2E_HOSTS") {
+        hosts.retain(|h| only.split(',').any(|n| n.trim() == h.name()));
+    }
+    hosts
 }

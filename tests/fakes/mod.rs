@@ -475,3 +475,58 @@ impl Connector for FakePg {
         }
     }
 }
+
+/// Runs futures concurrently the way one Spin instance runs its requests: on one thread, each as
+/// its own task, where a task may only go to sleep while it waits on a host event. In these
+/// fakes every host event (a timer, HTTP, key-value, a login) completes through [`yield_now`],
+/// which wakes the task during its own poll. So a task that returns `Pending` without having
+/// been woken that way is waiting only on another task (a lock, a channel, a shared future):
+/// wit-bindgen 0.57 without `inter-task-wakeup` panics there, and so does this executor.
+pub fn run_like_spin<'a, T>(
+    futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>>,
+) -> Vec<T> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct SelfWake(AtomicBool);
+    impl Wake for SelfWake {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let mut tasks: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut results: Vec<Option<T>> = tasks.iter().map(|_| None).collect();
+    let mut polls = 0usize;
+    while results.iter().any(Option::is_none) {
+        for (i, slot) in tasks.iter_mut().enumerate() {
+            let Some(future) = slot.as_mut() else {
+                continue;
+            };
+            polls += 1;
+            assert!(polls < 1_000_000, "tasks do not finish");
+            let flag = Arc::new(SelfWake(AtomicBool::new(false)));
+            let waker = Waker::from(flag.clone());
+            match future.as_mut().poll(&mut Context::from_waker(&waker)) {
+                Poll::Ready(v) => {
+                    results[i] = Some(v);
+                    *slot = None;
+                }
+                Poll::Pending => assert!(
+                    flag.0.load(Ordering::SeqCst),
+                    "task {i} sleeps waiting only on another task (a Rust-side event): \
+                     Spin's executor panics here"
+                ),
+            }
+        }
+    }
+    results.into_iter().map(Option::unwrap).collect()
+}
+
+/// Boxes a future for [`run_like_spin`].
+pub fn task<'a, T>(
+    f: impl std::future::Future<Output = T> + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>> {
+    Box::pin(f)
+}

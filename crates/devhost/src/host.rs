@@ -1,9 +1,10 @@
-//! The host: compiles the component once, gives each request a fresh instance with Spin's
-//! interfaces (variables, key-value, postgres, outbound HTTP), and serves `wasi:http`.
+//! The host: compiles the component once, runs instances with Spin's interfaces (variables,
+//! key-value, postgres, outbound HTTP), and serves `wasi:http` through them, reusing instances
+//! as Spin does (`instances.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,10 @@ use wasmtime::component::{
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::handler::{ErrorCode, ProxyHandler, ProxyPre};
 use wasmtime_wasi_http::p3::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::instances::{InstanceReuse, Instances};
 
 use crate::bindings::spin::key_value::key_value as kvw;
 use crate::bindings::spin::postgres::postgres as pgw;
@@ -43,6 +47,8 @@ pub struct DevhostOptions {
     /// The deny adapter for dependencies that do not inherit configuration (default: where
     /// `cargo build --target wasm32-wasip2 --release -p lakebase-deny-adapter` puts it).
     pub deny_adapter: Option<PathBuf>,
+    /// How instances are reused (default: as Spin 4.1 does).
+    pub reuse: InstanceReuse,
 }
 
 /// Shared by every instance.
@@ -54,21 +60,23 @@ pub(crate) struct Shared {
     pools: pg::Pools,
     secrets: Vec<String>,
     clock_offset_ms: Arc<AtomicI64>,
-    /// Linear memory of the last finished instance at its largest, in bytes.
-    last_peak_memory: std::sync::atomic::AtomicU64,
+    /// Linear memory of the most recently created instance at its largest so far, in bytes.
+    last_peak_memory: Arc<AtomicU64>,
+    /// Instances created so far.
+    pub(crate) instances: AtomicU64,
 }
 
 /// A loaded, validated app, ready to serve requests.
 #[derive(Clone)]
 pub struct Devhost {
     engine: Engine,
-    pre: wasmtime_wasi_http::p3::bindings::ServicePre<Ctx>,
+    handler: ProxyHandler<Instances>,
     shared: Arc<Shared>,
 }
 
 /// Per-instance state.
 pub struct Ctx {
-    memory: MemoryUse,
+    pub(crate) memory: MemoryUse,
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -167,11 +175,11 @@ impl WasiHttpHooks for Hooks {
 }
 
 /// Counts an instance's linear memory (all memories of all its core instances), to show that a
-/// large result is streamed rather than buffered.
-#[derive(Default)]
-struct MemoryUse {
+/// large result is streamed rather than buffered. The peak is published to `report`.
+pub(crate) struct MemoryUse {
     total: usize,
     peak: usize,
+    report: Arc<AtomicU64>,
 }
 
 impl wasmtime::ResourceLimiter for MemoryUse {
@@ -183,6 +191,7 @@ impl wasmtime::ResourceLimiter for MemoryUse {
     ) -> wasmtime::Result<bool> {
         self.total += desired.saturating_sub(current);
         self.peak = self.peak.max(self.total);
+        self.report.store(self.peak as u64, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -277,20 +286,33 @@ impl Devhost {
         let pre = linker.instantiate_pre(&component).map_err(w)?;
         let pre = wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(w)?;
         let secrets = app.secret_values(&values);
+        let shared = Arc::new(Shared {
+            app,
+            component_variables,
+            allowed,
+            stores,
+            pools: pg::Pools::default(),
+            secrets,
+            last_peak_memory: Default::default(),
+            instances: AtomicU64::new(0),
+            clock_offset_ms: Arc::new(AtomicI64::new(opts.clock_offset.as_millis() as i64)),
+        });
+        let handler = ProxyHandler::new(Instances {
+            engine: engine.clone(),
+            pre: ProxyPre::P3(pre),
+            shared: shared.clone(),
+            reuse: opts.reuse,
+        });
         Ok(Devhost {
             engine,
-            pre,
-            shared: Arc::new(Shared {
-                app,
-                component_variables,
-                allowed,
-                stores,
-                pools: pg::Pools::default(),
-                secrets,
-                last_peak_memory: Default::default(),
-                clock_offset_ms: Arc::new(AtomicI64::new(opts.clock_offset.as_millis() as i64)),
-            }),
+            handler,
+            shared,
         })
+    }
+
+    /// Instances created so far (one per request with [`InstanceReuse::FRESH`]).
+    pub fn instances_created(&self) -> u64 {
+        self.shared.instances.load(Ordering::Relaxed)
     }
 
     /// Moves the guest's wall clock (for all instances created from now on).
@@ -300,8 +322,8 @@ impl Devhost {
             .store(offset.as_millis() as i64, Ordering::Relaxed);
     }
 
-    /// The largest linear memory, in bytes, of the instance that served the last finished
-    /// request (all its components together).
+    /// The largest linear memory so far, in bytes, of the most recently created instance (all
+    /// its components together); with [`InstanceReuse::FRESH`], of the last request's.
     pub fn last_peak_memory(&self) -> u64 {
         self.shared.last_peak_memory.load(Ordering::Relaxed)
     }
@@ -321,72 +343,44 @@ impl Devhost {
         &self.engine
     }
 
-    fn new_store(&self) -> Store<Ctx> {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdout().inherit_stderr();
-        wasi.wall_clock(OffsetClock(self.shared.clock_offset_ms.clone()));
-        Store::new(
-            &self.engine,
-            Ctx {
-                memory: MemoryUse::default(),
-                table: ResourceTable::new(),
-                wasi: wasi.build(),
-                http: WasiHttpCtx::new(),
-                hooks: Hooks {
-                    shared: self.shared.clone(),
-                },
-                shared: self.shared.clone(),
-            },
-        )
-    }
-
-    /// Handles one request in a fresh instance.
+    /// Handles one request: in an instance that is free to take it, else in a new one (see
+    /// [`InstanceReuse`]). An instance that traps fails every request it had accepted.
     pub async fn handle(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
-        let mut store = self.new_store();
-        store.limiter(|ctx| &mut ctx.memory);
-        let (parts, body) = request.into_parts();
-        let request = http::Request::from_parts(
-            parts,
-            Full::new(body).map_err(|_: std::convert::Infallible| -> wasmtime_wasi_http::p3::bindings::http::types::ErrorCode { unreachable!() }),
-        );
-        let (request, io) = wasmtime_wasi_http::p3::Request::from_http(request);
-        let service = self.pre.instantiate_async(&mut store).await.map_err(w)?;
-        let (status, headers, bytes) = store
-            .run_concurrent(async |accessor| {
-                let response = async {
-                    let resp = service
-                        .handle(accessor, request)
-                        .await
-                        .map_err(w)?
-                        .map_err(|e| {
-                            anyhow::anyhow!("the component answered with an error: {e:?}")
-                        })?;
-                    // The request's I/O result goes to the guest with the response (as
-                    // wasmtime-wasi-http's own handler does), not awaited here: a guest that
-                    // keeps its request handle alive must not hold up its answer.
-                    let resp = accessor
-                        .with(|access| resp.into_http(access, io))
-                        .map_err(w)?;
-                    let (parts, body) = resp.into_parts();
-                    let bytes = body
-                        .collect()
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?
-                        .to_bytes();
-                    anyhow::Ok((parts.status, parts.headers, bytes))
-                };
-                response.await
-            })
-            .await
-            .map_err(w)??;
-        self.shared
-            .last_peak_memory
-            .store(store.data().memory.peak as u64, Ordering::Relaxed);
-        let mut response = http::Response::new(bytes);
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        Ok(response)
+        let request = request.map(|body| {
+            Full::new(body)
+                .map_err(|never: std::convert::Infallible| -> ErrorCode { match never {} })
+                .boxed_unsync()
+        });
+        let response = self.handler.handle((), request).await.map_err(w)?;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.map_err(w)?.to_bytes();
+        Ok(http::Response::from_parts(parts, bytes))
     }
+}
+
+/// A store for a new instance.
+pub(crate) fn new_store(engine: &Engine, shared: &Arc<Shared>) -> Store<Ctx> {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stdout().inherit_stderr();
+    wasi.wall_clock(OffsetClock(shared.clock_offset_ms.clone()));
+    shared.last_peak_memory.store(0, Ordering::Relaxed);
+    Store::new(
+        engine,
+        Ctx {
+            memory: MemoryUse {
+                total: 0,
+                peak: 0,
+                report: shared.last_peak_memory.clone(),
+            },
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: Hooks {
+                shared: shared.clone(),
+            },
+            shared: shared.clone(),
+        },
+    )
 }
 
 fn configure_stores(

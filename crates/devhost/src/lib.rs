@@ -4,10 +4,12 @@
 mod bindings;
 pub mod compose;
 mod host;
+mod instances;
 mod kv;
 pub mod manifest;
 mod pg;
 mod server;
 
 pub use host::{Ctx, Devhost, DevhostOptions, StoreHandle, component_world};
+pub use instances::InstanceReuse;
 pub use server::ServeHandle;

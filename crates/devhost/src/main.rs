@@ -5,7 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use lakebase_devhost::{Devhost, DevhostOptions};
+use lakebase_devhost::{Devhost, DevhostOptions, InstanceReuse};
+
+fn count(flag: &str, s: &str) -> Result<usize> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => bail!("{flag} `{s}`: expected a whole number of at least 1"),
+    }
+}
 
 const HELP: &str = "devhost: run a Spin 4.1 app locally (a stand-in for `spin up`, built on wasmtime 47).
 
@@ -22,6 +29,13 @@ OPTIONS:
       --variable NAME=VALUE     set an application variable (repeatable); SPIN_VARIABLE_<NAME> works too
       --runtime-config-file F   Spin runtime config ([key_value_store.<label>] type = \"spin\" | \"redis\")
       --clock-offset DUR        shift the guest's wall clock, e.g. 46m, 90s, 2h
+      --max-instance-reuse-count N
+                                requests one instance serves (Spin's default: 128)
+      --max-instance-concurrent-reuse-count N
+                                requests one instance runs at once (Spin's default: 16)
+      --idle-instance-timeout DUR
+                                drop an instance idle this long (Spin's default: 1s)
+      --fresh-instances         a new instance per request (same as both counts 1)
       --deny-adapter PATH       the .wasm that denies Spin interfaces to dependencies that do not
                                 inherit configuration (default: the workspace's build of
                                 crates/deny-adapter)
@@ -79,6 +93,12 @@ async fn main() -> Result<()> {
             "--runtime-config-file" => opts.runtime_config = Some(PathBuf::from(value()?)),
             "--clock-offset" => opts.clock_offset = parse_duration(&value()?)?,
             "--deny-adapter" => opts.deny_adapter = Some(PathBuf::from(value()?)),
+            "--max-instance-reuse-count" => opts.reuse.max_requests = count(&a, &value()?)?,
+            "--max-instance-concurrent-reuse-count" => {
+                opts.reuse.max_concurrent = count(&a, &value()?)?
+            }
+            "--idle-instance-timeout" => opts.reuse.idle_timeout = parse_duration(&value()?)?,
+            "--fresh-instances" => opts.reuse = InstanceReuse::FRESH,
             other => bail!("unknown option `{other}` (see devhost up --help)"),
         }
     }

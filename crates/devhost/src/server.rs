@@ -1,4 +1,4 @@
-//! Serving the app on a TCP port (HTTP/1.1), one fresh instance per request.
+//! Serving the app on a TCP port (HTTP/1.1); instances are reused as `instances.rs` says.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -77,8 +77,9 @@ impl Devhost {
         let response = match self.handle(http::Request::from_parts(parts, body)).await {
             Ok(r) => r.map(Full::new),
             Err(e) => {
+                // As Spin: an empty 500, the reason in the host's log only.
                 eprintln!("devhost: {method} {path}: the component failed: {e:#}");
-                plain(500, "the component failed; see the devhost log".to_owned())
+                plain(500, String::new())
             }
         };
         eprintln!(

@@ -109,6 +109,11 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
 }
 
 /// The rest of a session: startup message (unless already read), password, backend, relay.
+/// The count key of logins the proxy accepted (`Emulator::count`).
+pub const LOGINS_ACCEPTED: &str = "PG login accepted";
+/// The count key of logins the proxy refused with `28P01`.
+pub const LOGINS_REJECTED: &str = "PG login rejected";
+
 async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
     startup: Option<BytesMut>,
@@ -181,6 +186,15 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
+    {
+        let mut state = shared.state.lock().unwrap();
+        let key = if failure.is_some() {
+            LOGINS_REJECTED
+        } else {
+            LOGINS_ACCEPTED
+        };
+        *state.counts.entry(key.to_owned()).or_insert(0) += 1;
+    }
     if let Some((text, reason)) = failure {
         shared.log(rejected(reason));
         client.write_all(&error_response("28P01", &text)).await?;

@@ -1,5 +1,7 @@
 //! Throwaway servers for tests: a PostgreSQL cluster and a Redis server, each on a free loopback
-//! port, installed from Debian's packages when missing, stopped and deleted on drop.
+//! port, installed from Debian's packages when missing, stopped and deleted on drop; an app
+//! served by a host process (the devhost or a real Spin, [`host`]) and concurrent clients
+//! against it ([`load`]).
 //!
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` OS user.
 
@@ -9,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+pub mod host;
+pub mod load;
 
 /// A free TCP port on 127.0.0.1 (bound and released; a tiny race is accepted in tests).
 pub fn free_port() -> Result<u16> {

@@ -31,5 +31,18 @@ cargo build --target wasm32-wasip2 --release \
     -p lakebase-credentials-consumer
 ./tests/python-consumer/build.sh
 
-echo "==> tests"
+# The end-to-end scenarios run on the devhost and, when a real Spin is found ($SPIN, else `spin`
+# on the PATH), on Spin too.
+if [ -n "${SPIN:-}" ] && command -v "$SPIN" >/dev/null 2>&1; then
+    case "$SPIN" in */*) SPIN="$(cd "$(dirname "$SPIN")" && pwd)/$(basename "$SPIN")" ;; *) SPIN="$(command -v "$SPIN")" ;; esac
+    export SPIN
+    spin_tier="Spin tier: $("$SPIN" --version) ($SPIN)"
+elif [ -z "${SPIN:-}" ] && command -v spin >/dev/null 2>&1; then
+    spin_tier="Spin tier: $(spin --version) ($(command -v spin))"
+else
+    unset SPIN
+    spin_tier="Spin tier NOT run: no Spin CLI (set SPIN=/path/to/spin or put spin on the PATH); devhost tier only"
+fi
+echo "==> tests ($spin_tier)"
 cargo test --workspace
+echo "==> done. $spin_tier"

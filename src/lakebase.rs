@@ -147,7 +147,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let started = self.clock.now();
         let mut poll = None;
         loop {
-            if let Some(c) = self.from_memory() {
+            if let Some(c) = self.fresh_in_memory() {
                 return Ok((c, CredentialSource::Memory));
             }
             if let Some(e) = self.flight.failure_since(mark) {
@@ -155,7 +155,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             }
             if let Some(ticket) = self.flight.try_begin() {
                 // Looked again under the ticket: a load may have ended since the first look.
-                if let Some(c) = self.from_memory() {
+                if let Some(c) = self.fresh_in_memory() {
                     return Ok((c, CredentialSource::Memory));
                 }
                 let result = self.load().await;
@@ -178,7 +178,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 
     /// The credential in memory, if it may be served now.
-    fn from_memory(&self) -> Option<Credential> {
+    fn fresh_in_memory(&self) -> Option<Credential> {
         let now = self.clock.now();
         self.memory().as_ref().filter(|c| c.is_fresh(now)).cloned()
     }
@@ -223,7 +223,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// for anything (no key-value read, no mint). For callers that cannot wait: the plugin's
     /// synchronous `open`.
     pub fn cached_credential(&self) -> Option<Credential> {
-        self.from_memory()
+        self.fresh_in_memory()
     }
 
     /// Forgets `rejected` in memory and in the key-value store, unless another credential has

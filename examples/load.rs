@@ -1,0 +1,261 @@
+//! The load command (not a test): the local stand-in stack (a throwaway PostgreSQL and the
+//! emulated workspace), N host processes (the devhost or a real Spin) serving the notes app on
+//! one key-value store (the SQLite file or a Redis server), M concurrent clients per process,
+//! every request on a fresh connection. Prints one table row per host × store:
+//! requests, errors by status, mints, OIDC calls, Postgres logins, p50/p95 latency.
+//!
+//! ```sh
+//! ./scripts/load.sh                                     # devhost (+ spin if found), sqlite + redis
+//! ./scripts/load.sh --hosts spin --stores redis --processes 4 --clients 16 --requests 1000
+//! ./scripts/load.sh --ttl 20s --seconds 30              # short-lived tokens, a time budget
+//! ```
+//!
+//! Latencies include the emulator's login proxy (a debug build unless run with `--release`), so
+//! compare rows with each other, not with a real Lakebase.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use lakebase_emulator::{
+    Backend, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Emulator, EmulatorOptions,
+    LOGINS_ACCEPTED, LOGINS_REJECTED,
+};
+use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};
+use lakebase_testkit::load::{self, Budget};
+use lakebase_testkit::{PgCluster, RedisServer};
+
+const HELP: &str = "load: concurrent clients against N host processes serving the notes app.
+
+USAGE: cargo run --example load -- [OPTIONS]   (or ./scripts/load.sh [OPTIONS])
+
+OPTIONS:
+  --hosts LIST       devhost, spin or both, comma-separated (default: devhost, and spin when
+                     $SPIN or `spin` on the PATH is found)
+  --stores LIST      sqlite, redis or both (default: sqlite,redis)
+  --processes N      host processes on one store (default 4)
+  --clients M        concurrent clients per process (default 16)
+  --requests R       requests in all (default 1000)
+  --seconds S        stop after S seconds instead (with --requests as a cap)
+  --ttl DUR          lifetime of minted database tokens, e.g. 20s (default 1h)
+  --path PATH        the request (default /health)";
+
+struct Args {
+    hosts: Vec<HostKind>,
+    stores: Vec<String>,
+    processes: usize,
+    clients: usize,
+    budget: Budget,
+    ttl: Option<Duration>,
+    path: String,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn devhost() -> HostKind {
+    HostKind::Devhost {
+        bin: root().join("target/debug/devhost"),
+        args: vec![],
+    }
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        hosts: vec![],
+        stores: vec!["sqlite".into(), "redis".into()],
+        processes: 4,
+        clients: 16,
+        budget: Budget::requests(1000),
+        ttl: None,
+        path: "/health".into(),
+    };
+    let mut hosts: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            "--hosts" => hosts = Some(value()?),
+            "--stores" => a.stores = value()?.split(',').map(|s| s.trim().to_owned()).collect(),
+            "--processes" => a.processes = number(&flag, &value()?)?,
+            "--clients" => a.clients = number(&flag, &value()?)?,
+            "--requests" => a.budget.requests = number(&flag, &value()?)?,
+            "--seconds" => {
+                a.budget.time = Some(Duration::from_secs(number(&flag, &value()?)? as u64))
+            }
+            "--ttl" => {
+                let v = value()?;
+                let secs = v.strip_suffix('s').unwrap_or(&v);
+                let secs = match secs.strip_suffix('m') {
+                    Some(m) => number(&flag, m)? * 60,
+                    None => number(&flag, secs)?,
+                };
+                a.ttl = Some(Duration::from_secs(secs as u64));
+            }
+            "--path" => a.path = value()?,
+            other => bail!("unknown option `{other}` (see --help)"),
+        }
+    }
+    for s in &a.stores {
+        if s != "sqlite" && s != "redis" {
+            bail!("--stores: `{s}` is neither sqlite nor redis");
+        }
+    }
+    a.hosts = match hosts {
+        None => {
+            let mut v = vec![devhost()];
+            match HostKind::spin_from_env() {
+                Some(spin) => v.push(spin),
+                None => {
+                    eprintln!("load: no Spin found ($SPIN or `spin` on the PATH): devhost only")
+                }
+            }
+            v
+        }
+        Some(list) => list
+            .split(',')
+            .map(|h| match h.trim() {
+                "devhost" => Ok(devhost()),
+                "spin" => HostKind::spin_from_env()
+                    .context("--hosts spin: set $SPIN or put `spin` on the PATH"),
+                other => bail!("--hosts: `{other}` is neither devhost nor spin"),
+            })
+            .collect::<Result<_>>()?,
+    };
+    Ok(a)
+}
+
+fn number(flag: &str, s: &str) -> Result<usize> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .with_context(|| format!("{flag} `{s}`: expected a whole number above 0"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    if !root()
+        .join("target/wasm32-wasip2/release/lakebase_notes.wasm")
+        .exists()
+    {
+        bail!(
+            "build the app first: cargo build --target wasm32-wasip2 --release -p lakebase-notes (scripts/load.sh does)"
+        );
+    }
+    let pg = PgCluster::start()?;
+    let mut rows = Vec::new();
+    for kind in &args.hosts {
+        for store in &args.stores {
+            let mut opts = EmulatorOptions::new(Backend {
+                host: pg.host().to_owned(),
+                port: pg.port(),
+                admin_user: pg.superuser().to_owned(),
+                admin_password: pg.superuser_password().to_owned(),
+            });
+            if let Some(ttl) = args.ttl {
+                opts.db_token_ttl = ttl;
+            }
+            let emu = Emulator::start(opts).await?;
+            let variables: BTreeMap<String, String> = [
+                ("databricks_host", emu.http_url()),
+                ("databricks_client_id", DEFAULT_CLIENT_ID.to_owned()),
+                ("databricks_client_secret", DEFAULT_CLIENT_SECRET.to_owned()),
+                ("lakebase_endpoint", DEFAULT_ENDPOINT.to_owned()),
+                ("pghost", emu.pg_addr().ip().to_string()),
+                ("pgport", emu.pg_addr().port().to_string()),
+                ("pgsslmode", "disable".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let dir = std::env::temp_dir().join(format!(
+                "lakebase-load-{}-{store}-{}",
+                kind.name(),
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            let redis = if store == "redis" {
+                Some(RedisServer::start()?)
+            } else {
+                None
+            };
+            let runtime_config = match &redis {
+                Some(r) => {
+                    let path = dir.join("runtime-config.toml");
+                    std::fs::write(
+                        &path,
+                        format!(
+                            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+                            r.url()
+                        ),
+                    )?;
+                    Some(path)
+                }
+                None => None,
+            };
+            let nodes = (0..args.processes)
+                .map(|i| {
+                    HostProcess::start(
+                        kind,
+                        &HostOptions {
+                            manifest: root().join("spin.toml"),
+                            variables: variables.clone(),
+                            runtime_config: runtime_config.clone(),
+                            // SQLite: one state directory, so every process opens the same file.
+                            state_dir: if redis.is_some() {
+                                dir.join(format!("p{i}"))
+                            } else {
+                                dir.clone()
+                            },
+                        },
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (clients, budget, path) = (args.clients, args.budget, args.path.clone());
+            let report = tokio::task::spawn_blocking(move || {
+                let r = load::run(&nodes, clients, budget, &path);
+                drop(nodes);
+                r
+            })
+            .await?;
+            rows.push(format!(
+                "| {} | {store} | {} × {} | {} | {} | {} | {} | {} (+{} rejected) | {:.1} | {:.1} |",
+                kind.name(),
+                args.processes,
+                args.clients,
+                report.requests(),
+                if report.errors() == 0 {
+                    "0".to_owned()
+                } else {
+                    format!("{} ({})", report.errors(), report.statuses_text())
+                },
+                emu.mints(),
+                emu.count("POST /oidc/v1/token"),
+                emu.count(LOGINS_ACCEPTED),
+                emu.count(LOGINS_REJECTED),
+                report.percentile(50.0).as_secs_f64() * 1000.0,
+                report.percentile(95.0).as_secs_f64() * 1000.0,
+            ));
+            for f in &report.failures {
+                eprintln!("load: {} {store}: {f}", kind.name());
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    println!(
+        "| host | store | processes × clients | requests | errors | mints | OIDC calls | Postgres logins | p50 ms | p95 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}

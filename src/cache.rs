@@ -1,12 +1,16 @@
 //! Key-value records: the shared credential, the workspace token, and a best-effort mint lease.
 //!
-//! Keys are `lakebase:v1:<what>:<32 hex digits>`: short (well under SQLite's 256 bytes) and free of
+//! Keys are `lakebase:v2:<what>:<32 hex digits>`: short (well under SQLite's 256 bytes) and free of
 //! `/ \ ? #` (Azure Cosmos), whatever the endpoint name. The hash covers everything that makes a
 //! credential different (workspace, identity, endpoint, user, host, database), so two apps or
 //! endpoints that share a store never read each other's tokens.
 //!
-//! A record that cannot be read (corrupt, another version) is a miss. A store that fails is
-//! logged and bypassed: the caller then mints, as if the cache were empty.
+//! Every value is sealed (`seal.rs`): only apps holding the same workspace secret can read or
+//! write it. A value that does not open (forged, altered, of another version) or does not parse
+//! is a miss, logged once per instance. A store that fails is logged and bypassed: the caller
+//! then mints, as if the cache were empty.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,6 +20,7 @@ use crate::config::{Config, Target, WorkspaceAuth};
 use crate::credential::{Credential, CredentialRecord};
 use crate::host::Kv;
 use crate::log;
+use crate::seal::Sealer;
 use crate::secret::Secret;
 
 /// The keys of one configuration.
@@ -28,18 +33,13 @@ pub(crate) struct CacheKeys {
 
 impl CacheKeys {
     pub fn new(config: &Config) -> Self {
-        let identity = match &config.auth {
-            WorkspaceAuth::OAuthM2M { client_id, .. } => format!("sp:{client_id}"),
-            // The PAT itself never enters a key: only its fingerprint does, inside a hash.
-            WorkspaceAuth::Pat(token) => format!("pat:{}", token.fingerprint()),
-        };
         let target = match &config.target {
             Target::Endpoint(e) => format!("endpoint:{e}"),
             Target::Instance(i) => format!("instance:{i}"),
         };
+        let ws_scope = workspace_scope(config);
         let scope = [
-            config.workspace.as_str(),
-            &identity,
+            ws_scope.as_str(),
             &target,
             config.pguser.as_deref().unwrap_or(""),
             config.pghost.as_deref().unwrap_or(""),
@@ -47,13 +47,22 @@ impl CacheKeys {
             &config.pgdatabase,
         ]
         .join("\n");
-        let ws_scope = [config.workspace.as_str(), &identity].join("\n");
         CacheKeys {
-            credential: format!("lakebase:v1:cred:{}", short_hash(&scope)),
-            lease: format!("lakebase:v1:lease:{}", short_hash(&scope)),
-            workspace_token: format!("lakebase:v1:ws:{}", short_hash(&ws_scope)),
+            credential: format!("lakebase:v2:cred:{}", short_hash(&scope)),
+            lease: format!("lakebase:v2:lease:{}", short_hash(&scope)),
+            workspace_token: format!("lakebase:v2:ws:{}", short_hash(&ws_scope)),
         }
     }
+}
+
+/// Workspace and principal: who may share these records.
+fn workspace_scope(config: &Config) -> String {
+    let identity = match &config.auth {
+        WorkspaceAuth::OAuthM2M { client_id, .. } => format!("sp:{client_id}"),
+        // The PAT itself never enters a key: only its fingerprint does, inside a hash.
+        WorkspaceAuth::Pat(token) => format!("pat:{}", token.fingerprint()),
+    };
+    [config.workspace.as_str(), &identity].join("\n")
 }
 
 fn short_hash(text: &str) -> String {
@@ -63,60 +72,136 @@ fn short_hash(text: &str) -> String {
         .collect()
 }
 
-/// Reads a JSON record; `None` on absence, corruption or store failure (logged).
-async fn read_json<T: for<'de> Deserialize<'de>>(kv: &impl Kv, key: &str, what: &str) -> Option<T> {
-    match kv.get(key).await {
-        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-            Ok(v) => Some(v),
-            Err(_) => {
+/// The records of one configuration in a key-value store.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    pub keys: CacheKeys,
+    sealer: Sealer,
+    /// Whether an unreadable record was reported already (once per instance, not per request).
+    warned: AtomicBool,
+}
+
+impl Cache {
+    pub fn new(config: &Config) -> Cache {
+        let secret = match &config.auth {
+            WorkspaceAuth::OAuthM2M { client_secret, .. } => client_secret,
+            WorkspaceAuth::Pat(token) => token,
+        };
+        Cache {
+            keys: CacheKeys::new(config),
+            sealer: Sealer::new(secret, &workspace_scope(config)),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Logs `message` the first time only.
+    pub fn warn_once(&self, message: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            log::warn(&format!(
+                "{message} (further unreadable or unfitting records are ignored silently)"
+            ));
+        }
+    }
+
+    /// Reads a sealed JSON record; `None` on absence, a value that does not open or parse, or a
+    /// store failure (logged).
+    async fn read<T: for<'de> Deserialize<'de>>(
+        &self,
+        kv: &impl Kv,
+        key: &str,
+        what: &str,
+    ) -> Option<T> {
+        match kv.get(key).await {
+            Ok(Some(bytes)) => {
+                let parsed = self
+                    .sealer
+                    .open(key, &bytes)
+                    .and_then(|plain| serde_json::from_slice(&plain).ok());
+                if parsed.is_none() {
+                    self.warn_once(&format!(
+                        "ignoring a {what} record in the key-value store that was not sealed with this app's workspace secret, or is of another version"
+                    ));
+                }
+                parsed
+            }
+            Ok(None) => None,
+            Err(e) => {
                 log::warn(&format!(
-                    "ignoring unreadable {what} record in key-value store"
+                    "key-value read of {what} failed, bypassing cache: {}",
+                    log::cap(&e)
                 ));
                 None
             }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            log::warn(&format!(
-                "key-value read of {what} failed, bypassing cache: {e}"
-            ));
-            None
         }
+    }
+
+    async fn write(&self, kv: &impl Kv, key: &str, value: &impl Serialize, what: &str) {
+        let Some(sealed) = serde_json::to_vec(value)
+            .ok()
+            .and_then(|plain| self.sealer.seal(key, &plain))
+        else {
+            log::warn(&format!("could not seal the {what} record; not caching it"));
+            return;
+        };
+        if let Err(e) = kv.set(key, &sealed).await {
+            log::warn(&format!(
+                "key-value write of {what} failed, continuing without cache: {}",
+                log::cap(&e)
+            ));
+        }
+    }
+
+    pub async fn read_credential(&self, kv: &impl Kv) -> Option<Credential> {
+        self.read::<CredentialRecord>(kv, &self.keys.credential, "credential")
+            .await?
+            .into_credential()
+    }
+
+    pub async fn write_credential(&self, kv: &impl Kv, credential: &Credential) {
+        let record = CredentialRecord::from_credential(credential);
+        self.write(kv, &self.keys.credential, &record, "credential")
+            .await
+    }
+
+    pub async fn read_workspace_token(&self, kv: &impl Kv) -> Option<(Secret, DateTime<Utc>)> {
+        let r: WorkspaceTokenRecord = self
+            .read(kv, &self.keys.workspace_token, "workspace token")
+            .await?;
+        if r.v != RECORD_VERSION || r.token.is_empty() {
+            return None;
+        }
+        Some((Secret::new(r.token), DateTime::from_timestamp(r.until, 0)?))
+    }
+
+    pub async fn write_workspace_token(&self, kv: &impl Kv, token: &Secret, until: DateTime<Utc>) {
+        let record = WorkspaceTokenRecord {
+            v: RECORD_VERSION,
+            token: token.expose().to_owned(),
+            until: until.timestamp(),
+        };
+        self.write(kv, &self.keys.workspace_token, &record, "workspace token")
+            .await
+    }
+
+    pub async fn read_lease(&self, kv: &impl Kv) -> Option<Lease> {
+        self.read(kv, &self.keys.lease, "mint lease").await
+    }
+
+    pub async fn write_lease(&self, kv: &impl Kv, lease: &Lease) {
+        self.write(kv, &self.keys.lease, lease, "mint lease").await
     }
 }
 
-async fn write_json(kv: &impl Kv, key: &str, value: &impl Serialize, what: &str) {
-    let bytes = match serde_json::to_vec(value) {
-        Ok(b) => b,
-        Err(_) => return,
-    };
-    if let Err(e) = kv.set(key, &bytes).await {
-        log::warn(&format!(
-            "key-value write of {what} failed, continuing without cache: {e}"
-        ));
-    }
-}
+/// The version of every record (inside the sealed JSON, and in the key prefix).
+pub(crate) const RECORD_VERSION: u32 = 2;
 
 pub(crate) async fn delete(kv: &impl Kv, key: &str, what: &str) {
     if let Err(e) = kv.delete(key).await {
-        log::warn(&format!("key-value delete of {what} failed: {e}"));
+        log::warn(&format!(
+            "key-value delete of {what} failed: {}",
+            log::cap(&e)
+        ));
     }
-}
-
-pub(crate) async fn read_credential(kv: &impl Kv, key: &str) -> Option<Credential> {
-    read_json::<CredentialRecord>(kv, key, "credential")
-        .await?
-        .into_credential()
-}
-
-pub(crate) async fn write_credential(kv: &impl Kv, key: &str, credential: &Credential) {
-    write_json(
-        kv,
-        key,
-        &CredentialRecord::from_credential(credential),
-        "credential",
-    )
-    .await
 }
 
 /// A cached OAuth workspace token.
@@ -128,31 +213,6 @@ pub(crate) struct WorkspaceTokenRecord {
     pub until: i64,
 }
 
-pub(crate) async fn read_workspace_token(
-    kv: &impl Kv,
-    key: &str,
-) -> Option<(Secret, DateTime<Utc>)> {
-    let r: WorkspaceTokenRecord = read_json(kv, key, "workspace token").await?;
-    if r.v != 1 || r.token.is_empty() {
-        return None;
-    }
-    Some((Secret::new(r.token), DateTime::from_timestamp(r.until, 0)?))
-}
-
-pub(crate) async fn write_workspace_token(
-    kv: &impl Kv,
-    key: &str,
-    token: &Secret,
-    until: DateTime<Utc>,
-) {
-    let record = WorkspaceTokenRecord {
-        v: 1,
-        token: token.expose().to_owned(),
-        until: until.timestamp(),
-    };
-    write_json(kv, key, &record, "workspace token").await
-}
-
 /// "Instance `holder` is minting until `until`": lets other instances wait for its record
 /// instead of minting too. Best effort only: the store has no compare-and-swap, so two instances
 /// may both mint, which is harmless (Lakebase tokens coexist).
@@ -161,14 +221,6 @@ pub(crate) struct Lease {
     pub holder: String,
     /// Unix milliseconds.
     pub until_ms: i64,
-}
-
-pub(crate) async fn read_lease(kv: &impl Kv, key: &str) -> Option<Lease> {
-    read_json(kv, key, "mint lease").await
-}
-
-pub(crate) async fn write_lease(kv: &impl Kv, key: &str, lease: &Lease) {
-    write_json(kv, key, lease, "mint lease").await
 }
 
 #[cfg(test)]
@@ -191,7 +243,12 @@ mod tests {
 
     #[test]
     fn keys_are_short_and_safe_for_every_backend() {
-        let long = format!("projects/{}/branches/b/endpoints/e", "p".repeat(300));
+        let long = format!(
+            "projects/{}/branches/{}/endpoints/{}",
+            "p".repeat(63),
+            "b".repeat(63),
+            "e".repeat(63)
+        );
         let k = CacheKeys::new(&config(&long, None));
         for key in [&k.credential, &k.lease, &k.workspace_token] {
             assert!(key.len() <= 64, "{key}");

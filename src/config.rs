@@ -235,10 +235,10 @@ impl RawConfig {
             }
             (Some(endpoint), None) => Target::Endpoint(validate_endpoint(&endpoint)?),
             (None, Some(instance)) => {
-                if instance.contains('/') || instance.chars().any(char::is_whitespace) {
+                if !is_resource_id(&instance) {
                     return Err(Error::config(
                         var::LAKEBASE_INSTANCE,
-                        "variable `lakebase_instance` must be a Provisioned instance name, without `/` or spaces",
+                        "variable `lakebase_instance` must be a Provisioned instance name: letters, digits, `-` or `_` (at most 63)",
                     ));
                 }
                 Target::Instance(instance)
@@ -281,20 +281,32 @@ impl RawConfig {
         };
 
         if let Some(h) = &self.pghost
-            && (h.contains('/') || h.contains(' ') || h.contains('@'))
+            && !is_plain_host(h)
         {
             return Err(Error::config(
                 var::PGHOST,
-                "variable `pghost` must be a host name or IP address, without scheme, path or user",
+                "variable `pghost` must be one host name or IP address, without scheme, port, path, user or `,`",
+            ));
+        }
+        // Token auth sends the token as a plaintext password: without TLS (`disable`), or with
+        // TLS that anyone on the path can refuse (`prefer`), it crosses the network in clear.
+        let db_host_is_local = self.pghost.as_deref().is_some_and(is_loopback);
+        if sslmode != SslMode::Require && !db_host_is_local {
+            return Err(Error::config(
+                var::PGSSLMODE,
+                format!(
+                    "variable `pgsslmode` is `{}`, which is allowed only when `pghost` is a loopback address (127.0.0.1, ::1, localhost): the token is the password, and without TLS, or with `prefer` (anyone on the path can answer \"no TLS\"), it would cross the network in clear; use `require`",
+                    sslmode.as_str()
+                ),
             ));
         }
 
         if let Some(pem) = &self.ca_root
-            && !pem.contains("-----BEGIN CERTIFICATE-----")
+            && parse_pem_certificates(pem).is_none()
         {
             return Err(Error::config(
                 var::LAKEBASE_CA_ROOT,
-                "variable `lakebase_ca_root` must hold a PEM certificate (-----BEGIN CERTIFICATE-----)",
+                "variable `lakebase_ca_root` must hold one or more PEM certificates (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----, base64 of DER)",
             ));
         }
 
@@ -356,12 +368,39 @@ pub fn normalize_workspace_url(input: &str) -> Result<String, Error> {
     Ok(out)
 }
 
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host == "[::1]"
-        || host
-            .parse::<std::net::Ipv4Addr>()
+/// A DNS host name (letters, digits, `-` and `.`, labels of 1–63 characters, 253 in all) or an
+/// IP address literal: nothing a connection string or URL could read as more than one host.
+pub(crate) fn is_plain_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Whether `host` is this machine: `localhost`, 127.0.0.0/8 or ::1.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// One segment of a resource name: 1–63 of `A–Z a–z 0–9 - _`.
+fn is_resource_id(segment: &str) -> bool {
+    (1..=63).contains(&segment.len())
+        && segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn validate_endpoint(endpoint: &str) -> Result<String, Error> {
@@ -372,17 +411,63 @@ fn validate_endpoint(endpoint: &str) -> Result<String, Error> {
         && parts[4] == "endpoints"
         && [parts[1], parts[3], parts[5]]
             .iter()
-            .all(|p| !p.is_empty() && !p.chars().any(char::is_whitespace));
+            .all(|p| is_resource_id(p));
     if ok {
         Ok(parts.join("/"))
     } else {
+        // The value is not echoed: it may hold anything, control characters included.
         Err(Error::config(
             var::LAKEBASE_ENDPOINT,
-            format!(
-                "variable `lakebase_endpoint` must look like projects/<project>/branches/<branch>/endpoints/<endpoint>, not `{endpoint}`"
-            ),
+            "variable `lakebase_endpoint` must look like projects/<project>/branches/<branch>/endpoints/<endpoint>, each id made of letters, digits, `-` or `_` (at most 63)",
         ))
     }
+}
+
+/// The certificates of a PEM text, each checked to be base64 of a DER SEQUENCE whose length
+/// matches; `None` if there is none or one is malformed.
+pub(crate) fn parse_pem_certificates(pem: &str) -> Option<Vec<Vec<u8>>> {
+    use base64::Engine as _;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certs = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let after = &rest[start + BEGIN.len()..];
+        let end = after.find(END)?;
+        let body: String = after[..end]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .ok()?;
+        if !is_der_sequence(&der) {
+            return None;
+        }
+        certs.push(der);
+        rest = &after[end + END.len()..];
+    }
+    (!certs.is_empty()).then_some(certs)
+}
+
+/// A DER SEQUENCE (tag 0x30) whose definite length covers exactly the rest of `der`.
+fn is_der_sequence(der: &[u8]) -> bool {
+    let [0x30, first, rest @ ..] = der else {
+        return false;
+    };
+    let (len, body) = if *first < 0x80 {
+        (*first as usize, rest)
+    } else {
+        let n = (*first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return false;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    len == body.len() && len > 0
 }
 
 #[cfg(test)]
@@ -563,6 +648,7 @@ mod tests {
             token: Some("dapi123".into()),
             endpoint: None,
             instance: Some("my-instance".into()),
+            pghost: Some("127.0.0.1".into()),
             pgsslmode: Some("disable".into()),
             ..raw()
         }
@@ -571,6 +657,122 @@ mod tests {
         assert!(matches!(c.auth, WorkspaceAuth::Pat(_)));
         assert_eq!(c.target, Target::Instance("my-instance".into()));
         assert_eq!(c.sslmode, SslMode::Disable);
+    }
+
+    #[test]
+    fn plaintext_modes_only_toward_loopback() {
+        for mode in ["prefer", "disable"] {
+            for host in [
+                None,
+                Some("ep-1.database.cloud.databricks.com"),
+                Some("10.0.0.5"),
+            ] {
+                let e = RawConfig {
+                    pghost: host.map(str::to_owned),
+                    pgsslmode: Some(mode.into()),
+                    ..raw()
+                }
+                .validate()
+                .unwrap_err();
+                assert_eq!(e.variable(), Some("pgsslmode"), "{e}");
+                assert!(e.message().contains("loopback"), "{e}");
+            }
+            for host in ["127.0.0.1", "127.0.0.2", "::1", "localhost"] {
+                let c = RawConfig {
+                    pghost: Some(host.into()),
+                    pgsslmode: Some(mode.into()),
+                    ..raw()
+                }
+                .validate();
+                assert!(c.is_ok(), "{mode} toward {host}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_follow_their_grammar() {
+        for bad in [
+            "projects/p?x/branches/b/endpoints/e",
+            "projects/p#/branches/b/endpoints/e",
+            "projects/p\u{7}/branches/b/endpoints/e",
+            "projects/p/branches/b/endpoints/e\n",
+            "projects/p/branches/b/endpoints/e/extra",
+            "projects//branches/b/endpoints/e",
+        ] {
+            let e = RawConfig {
+                endpoint: Some(bad.into()),
+                ..raw()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(e.variable(), Some("lakebase_endpoint"));
+            assert!(!e.message().contains(bad), "not echoed: {e}");
+        }
+        for bad in ["a/b", "a b", "a?b", "a\u{0}b", ""] {
+            let raw = RawConfig {
+                endpoint: None,
+                instance: Some(bad.into()),
+                ..raw()
+            };
+            if bad.is_empty() {
+                continue;
+            }
+            assert_eq!(
+                raw.validate().unwrap_err().variable(),
+                Some("lakebase_instance"),
+                "{bad:?}"
+            );
+        }
+        for bad in ["h1,h2", "h:5432", "user@h", "h/db", "-h", "h..x", "a b"] {
+            let e = RawConfig {
+                pghost: Some(bad.into()),
+                ..raw()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(e.variable(), Some("pghost"), "{bad}");
+        }
+        for good in [
+            "ep-1.database.us-east-1.cloud.databricks.com",
+            "10.1.2.3",
+            "::1",
+            "db.",
+        ] {
+            assert!(is_plain_host(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn ca_root_must_parse_as_certificates() {
+        let der_b64 = |der: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(der)
+        };
+        let pem = |body: &str| {
+            format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+        };
+        let good = pem(&der_b64(&[0x30, 0x03, 0x02, 0x01, 0x05]));
+        assert_eq!(parse_pem_certificates(&good).map(|c| c.len()), Some(1));
+        assert_eq!(
+            parse_pem_certificates(&format!("{good}{good}")).map(|c| c.len()),
+            Some(2)
+        );
+        for bad in [
+            "-----BEGIN CERTIFICATE-----".to_owned(),
+            pem("not base64!"),
+            pem(&der_b64(&[0x31, 0x01, 0x00])),
+            pem(&der_b64(&[0x30, 0x05, 0x00])),
+            "no pem at all".to_owned(),
+        ] {
+            assert!(parse_pem_certificates(&bad).is_none(), "{bad}");
+            let e = RawConfig {
+                ca_root: Some(bad),
+                ..raw()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(e.variable(), Some("lakebase_ca_root"));
+        }
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub(crate) struct CredentialRecord {
     pub expires_at: i64,
 }
 
-pub(crate) const RECORD_VERSION: u32 = 1;
+use crate::cache::RECORD_VERSION;
 
 impl CredentialRecord {
     pub fn from_credential(c: &Credential) -> Self {

@@ -6,10 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Mutex;
 
-use crate::cache::{self, CacheKeys, Lease};
+use crate::cache::{self, Cache, Lease};
 use crate::config::{Config, WorkspaceAuth, var};
 use crate::conn_string::connection_string;
 use crate::credential::{Credential, CredentialSource};
+use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, within};
 use crate::error::{Cause, Error, ErrorKind};
 use crate::flight::{Flight, next_poll};
 use crate::host::{Clock, Connector, Http, Kv};
@@ -17,7 +18,9 @@ use crate::log;
 use crate::retry::RetryPolicy;
 use crate::secret::{Secret, scrub};
 
-/// How long a mint lease holds off other instances, at most.
+/// A record minted more than this far in the future (by the reader's clock) is not believed.
+const MAX_CLOCK_AHEAD: TimeDelta = TimeDelta::minutes(1);
+/// How long a mint lease holds off other instances, at most (also when it says longer).
 const LEASE_TTL: TimeDelta = TimeDelta::seconds(10);
 /// Between writing a lease and checking that it is still ours (lets racing writers settle).
 const LEASE_SETTLE: Duration = Duration::from_millis(25);
@@ -39,7 +42,7 @@ pub struct Lakebase<H, K, C> {
     pub(crate) http: H,
     pub(crate) kv: K,
     pub(crate) clock: C,
-    pub(crate) keys: CacheKeys,
+    pub(crate) cache: Cache,
     pub(crate) retry: RetryPolicy,
     pub(crate) workspace_token: Mutex<Option<(Secret, DateTime<Utc>)>>,
     memory: Mutex<Option<Credential>>,
@@ -114,7 +117,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// A client for `config` over the given host seams.
     pub fn new(config: Config, http: H, kv: K, clock: C) -> Self {
         Lakebase {
-            keys: CacheKeys::new(&config),
+            cache: Cache::new(&config),
             config,
             http,
             kv,
@@ -158,7 +161,17 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 if let Some(c) = self.fresh_in_memory() {
                     return Ok((c, CredentialSource::Memory));
                 }
-                let result = self.load().await;
+                let result = within(&self.clock, LOAD_TIMEOUT, self.load())
+                    .await
+                    .unwrap_or_else(|| {
+                        Err(Error::new(
+                            ErrorKind::Unavailable,
+                            format!(
+                                "gave up obtaining a credential after {} s: the workspace or the key-value store did not answer in time",
+                                LOAD_TIMEOUT.as_secs()
+                            ),
+                        ))
+                    });
                 ticket.finish(&result);
                 return result;
             }
@@ -206,16 +219,19 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             return Ok((c, CredentialSource::Kv));
         }
         let minted = self.mint().await;
-        cache::delete(&self.kv, &self.keys.lease, "mint lease").await;
-        let c = minted?;
-        if c.is_fresh(self.clock.now()) {
-            cache::write_credential(&self.kv, &self.keys.credential, &c).await;
-            *self.memory() = Some(c.clone());
-        } else {
-            log::warn(
-                "the new credential is already past its reuse limit (clock skew?); not caching it",
-            );
+        // The record first, then the lease: a waiter that sees the lease gone finds the record.
+        if let Ok(c) = &minted {
+            if c.is_fresh(self.clock.now()) {
+                self.cache.write_credential(&self.kv, c).await;
+                *self.memory() = Some(c.clone());
+            } else {
+                log::warn(
+                    "the new credential is already past its reuse limit (clock skew?); not caching it",
+                );
+            }
         }
+        cache::delete(&self.kv, &self.cache.keys.lease, "mint lease").await;
+        let c = minted?;
         Ok((c, CredentialSource::Minted))
     }
 
@@ -235,10 +251,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 *memory = None;
             }
         }
-        if let Some(stored) = cache::read_credential(&self.kv, &self.keys.credential).await
+        if let Some(stored) = self.cache.read_credential(&self.kv).await
             && stored.token == rejected.token
         {
-            cache::delete(&self.kv, &self.keys.credential, "credential").await;
+            cache::delete(&self.kv, &self.cache.keys.credential, "credential").await;
         }
     }
 
@@ -256,10 +272,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 dropped = true;
             }
         }
-        if let Some(stored) = cache::read_credential(&self.kv, &self.keys.credential).await
+        if let Some(stored) = self.cache.read_credential(&self.kv).await
             && stored.token.expose() == password
         {
-            cache::delete(&self.kv, &self.keys.credential, "credential").await;
+            cache::delete(&self.kv, &self.cache.keys.credential, "credential").await;
             dropped = true;
         }
         dropped
@@ -352,12 +368,21 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let message = match connector
-                .open(&address, self.config.ca_root.as_deref())
-                .await
-            {
+            let opened = within(
+                &self.clock,
+                CONNECT_TIMEOUT,
+                connector.open(&address, self.config.ca_root.as_deref()),
+            )
+            .await
+            .unwrap_or_else(|| {
+                Err(format!(
+                    "no answer within {} s (timed out)",
+                    CONNECT_TIMEOUT.as_secs()
+                ))
+            });
+            let message = match opened {
                 Ok(conn) => return Ok(conn),
-                Err(e) => scrub(&e, &[&c.token, &address]),
+                Err(e) => log::cap(&scrub(&e, &[&c.token, &address])),
             };
             let failure = classify_login_failure(&message);
             if failure != LoginFailure::Transient {
@@ -435,18 +460,60 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         e
     }
 
+    /// The shared record, if it fits this configuration and may be served now.
     async fn fresh_from_kv(&self) -> Option<Credential> {
-        cache::read_credential(&self.kv, &self.keys.credential)
-            .await
-            .filter(|c| c.is_fresh(self.clock.now()))
+        let c = self.cache.read_credential(&self.kv).await?;
+        let now = self.clock.now();
+        if let Err(why) = self.fits(&c, now) {
+            self.cache
+                .warn_once(&format!("ignoring a cached credential: {why}"));
+            return None;
+        }
+        c.is_fresh(now).then_some(c)
+    }
+
+    /// Whether a credential read back from the store is one this configuration could have
+    /// minted: the same user, port and database, the configured host (or a plain host name),
+    /// and not minted in the future. The record is sealed; this is a second line.
+    fn fits(&self, c: &Credential, now: DateTime<Utc>) -> Result<(), &'static str> {
+        let config = &self.config;
+        let expected_user = match (&config.pguser, &config.auth) {
+            (Some(u), _) => Some(u.as_str()),
+            (None, WorkspaceAuth::OAuthM2M { client_id, .. }) => Some(client_id.as_str()),
+            (None, WorkspaceAuth::Pat(_)) => None,
+        };
+        if expected_user.is_some_and(|u| u != c.user) {
+            return Err("its user is not the configured role");
+        }
+        if c.port != config.pgport || c.database != config.pgdatabase {
+            return Err("its port or database differs from the configuration");
+        }
+        match &config.pghost {
+            Some(h) if *h != c.host => return Err("its host is not `pghost`"),
+            None if !crate::config::is_plain_host(&c.host) => {
+                return Err("its host is not a plain host name");
+            }
+            _ => {}
+        }
+        if now
+            .checked_add_signed(MAX_CLOCK_AHEAD)
+            .is_some_and(|limit| c.minted_at > limit)
+        {
+            return Err("it says it was minted in the future");
+        }
+        Ok(())
     }
 
     /// If another instance holds a live mint lease, waits (polling) for its record until the
-    /// lease ends. `None`: no such lease, or it ended without a record.
+    /// lease ends, for at most [`LEASE_TTL`] from now whatever the lease says. Stops waiting
+    /// when the lease is deleted (its holder failed). `None`: no such
+    /// lease, or it ended without a record.
     async fn wait_for_other_minter(&self) -> Option<Credential> {
-        let lease = cache::read_lease(&self.kv, &self.keys.lease).await?;
-        let until = DateTime::from_timestamp_millis(lease.until_ms)?;
-        if lease.holder == self.instance_id || self.clock.now() >= until {
+        let lease = self.cache.read_lease(&self.kv).await?;
+        let now = self.clock.now();
+        let until = DateTime::from_timestamp_millis(lease.until_ms)?
+            .min(now.checked_add_signed(LEASE_TTL)?);
+        if lease.holder == self.instance_id || now >= until {
             return None;
         }
         while self.clock.now() < until {
@@ -454,16 +521,24 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             if let Some(c) = self.fresh_from_kv().await {
                 return Some(c);
             }
+            // Gone: the holder finished (its record was written first) or gave up. Look once
+            // more, then decide afresh instead of waiting out the lease.
+            if self.cache.read_lease(&self.kv).await.is_none() {
+                return self.fresh_from_kv().await;
+            }
         }
         None
     }
 
     async fn write_own_lease(&self) {
+        let Some(until) = self.clock.now().checked_add_signed(LEASE_TTL) else {
+            return;
+        };
         let lease = Lease {
             holder: self.instance_id.clone(),
-            until_ms: (self.clock.now() + LEASE_TTL).timestamp_millis(),
+            until_ms: until.timestamp_millis(),
         };
-        cache::write_lease(&self.kv, &self.keys.lease, &lease).await;
+        self.cache.write_lease(&self.kv, &lease).await;
     }
 
     /// Host and user (configured, else looked up), then a new database token.

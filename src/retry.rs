@@ -15,6 +15,9 @@ pub struct RetryPolicy {
     pub default_delay: Duration,
     /// A larger `Retry-After` is capped to this.
     pub max_delay: Duration,
+    /// Up to this much is added at random to every wait, so that instances that failed
+    /// together do not retry together.
+    pub max_jitter: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -24,6 +27,7 @@ impl Default for RetryPolicy {
             max_total: Duration::from_secs(20),
             default_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(10),
+            max_jitter: Duration::from_millis(250),
         }
     }
 }
@@ -34,6 +38,38 @@ pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 429 | 502 | 503 | 504)
 }
 
+/// A transport failure (no HTTP answer) that no retry can fix, with what to do about it:
+/// the host does not allow the destination, the name does not resolve, the certificate was
+/// refused. `None`: it may pass (refused, reset, timed out).
+pub(crate) fn transport_configuration_error(message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("httprequestdenied")
+        || m.contains("not allowed")
+        || m.contains("not permitted")
+        || m.contains("allowed_outbound_hosts")
+    {
+        Some(
+            "the host does not allow it: add the workspace URL (e.g. \"{{ databricks_host }}\") to `allowed_outbound_hosts` in spin.toml, and check `databricks_host`",
+        )
+    } else if m.contains("dnserror")
+        || m.contains("dns error")
+        || m.contains("destinationnotfound")
+        || m.contains("name or service not known")
+        || m.contains("failed to lookup")
+    {
+        Some("the host name does not resolve: check `databricks_host`")
+    } else if m.contains("tlscertificateerror")
+        || m.contains("certificate")
+        || m.contains("unknownissuer")
+    {
+        Some(
+            "its TLS certificate was refused: check `databricks_host` (a workspace URL, not a proxy)",
+        )
+    } else {
+        None
+    }
+}
+
 /// `Retry-After` as integer seconds. The HTTP-date form is not used by Databricks and is ignored.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
@@ -41,6 +77,19 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl RetryPolicy {
+    /// `delay` plus a random part of [`RetryPolicy::max_jitter`].
+    pub fn jittered(&self, delay: Duration) -> Duration {
+        let max = self.max_jitter.as_millis() as u64;
+        if max == 0 {
+            return delay;
+        }
+        let mut b = [0u8; 8];
+        if getrandom::fill(&mut b).is_err() {
+            return delay;
+        }
+        delay + Duration::from_millis(u64::from_le_bytes(b) % (max + 1))
+    }
+
     /// The wait before the next attempt, or `None` to give up. `attempt` is the number of
     /// attempts made so far and `elapsed` the time spent since the first.
     pub fn next_delay(

@@ -10,16 +10,20 @@ use serde_json::{Value, json};
 use crate::cache;
 use crate::config::{Target, WorkspaceAuth, var};
 use crate::credential::ASSUMED_LIFETIME;
+use crate::deadline::{HTTP_TIMEOUT, MAX_BODY, within};
 use crate::error::{Cause, Error, ErrorKind};
 use crate::host::{Clock, Http, HttpRequest, HttpResponse, Kv};
 use crate::lakebase::Lakebase;
 use crate::log;
-use crate::retry::{is_retryable_status, retry_after};
+use crate::retry::{is_retryable_status, retry_after, transport_configuration_error};
 use crate::secret::{Secret, scrub};
 
 /// An OAuth workspace token is dropped this long before its `expires_in` (at least 40 s are
 /// needed: Databricks answers "Token is expiring within 30 seconds" before that).
 pub const WORKSPACE_TOKEN_MARGIN: TimeDelta = TimeDelta::seconds(60);
+
+/// A longer `expires_in` is taken as this (a day).
+const MAX_WORKSPACE_TOKEN_LIFETIME: i64 = 86_400;
 
 /// Lifetime assumed when the token endpoint gives no `expires_in`.
 const DEFAULT_WORKSPACE_TOKEN_LIFETIME: i64 = 3600;
@@ -55,8 +59,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             {
                 return Ok(token.clone());
             }
-            if let Some((token, until)) =
-                cache::read_workspace_token(&self.kv, &self.keys.workspace_token).await
+            if let Some((token, until)) = self.cache.read_workspace_token(&self.kv).await
                 && now < until
             {
                 *remembered() = Some((token.clone(), until));
@@ -64,7 +67,9 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             }
         }
         let (token, until) = self.fetch_oauth_token(client_id, client_secret).await?;
-        cache::write_workspace_token(&self.kv, &self.keys.workspace_token, &token, until).await;
+        self.cache
+            .write_workspace_token(&self.kv, &token, until)
+            .await;
         *remembered() = Some((token.clone(), until));
         Ok(token)
     }
@@ -75,7 +80,12 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             .workspace_token
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
-        cache::delete(&self.kv, &self.keys.workspace_token, "workspace token").await;
+        cache::delete(
+            &self.kv,
+            &self.cache.keys.workspace_token,
+            "workspace token",
+        )
+        .await;
     }
 
     async fn fetch_oauth_token(
@@ -84,8 +94,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         client_secret: &Secret,
     ) -> Result<(Secret, DateTime<Utc>), Error> {
         let url = format!("{}/oidc/v1/token", self.config.workspace);
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{client_id}:{}", client_secret.expose()));
+        let basic = basic_credentials(client_id, client_secret);
         let build = || {
             let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
                 .expect("base64 is a valid header value");
@@ -129,7 +138,13 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             _ => None,
         }
         .unwrap_or(DEFAULT_WORKSPACE_TOKEN_LIFETIME);
-        let until = self.clock.now() + TimeDelta::seconds(lifetime) - WORKSPACE_TOKEN_MARGIN;
+        // Bounded: a hostile or broken `expires_in` neither overflows nor caches for ever.
+        let usable =
+            lifetime.clamp(0, MAX_WORKSPACE_TOKEN_LIFETIME) - WORKSPACE_TOKEN_MARGIN.num_seconds();
+        let now = self.clock.now();
+        let until = now
+            .checked_add_signed(TimeDelta::seconds(usable.max(0)))
+            .unwrap_or(now);
         log::info(&format!(
             "obtained an OAuth workspace token for client {client_id}"
         ));
@@ -235,21 +250,33 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let value = self
             .call(Method::GET, &path, None, "the host look-up")
             .await?;
-        value
+        let host = value
             .pointer(pointer)
             .and_then(Value::as_str)
             .filter(|h| !h.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "`{}` has no host yet (is it starting?): try again, or set `{}`",
-                        self.config.target.name(),
-                        var::PGHOST
-                    ),
-                )
-            })
+            .map(str::to_owned);
+        if let Some(h) = &host
+            && !crate::config::is_plain_host(h)
+        {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the host look-up of `{}` answered something that is not a host name: set `{}`",
+                    self.config.target.name(),
+                    var::PGHOST
+                ),
+            ));
+        }
+        host.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "`{}` has no host yet (is it starting?): try again, or set `{}`",
+                    self.config.target.name(),
+                    var::PGHOST
+                ),
+            )
+        })
     }
 
     /// The calling user's name (SCIM `Me.userName`), the Postgres role of a PAT user.
@@ -280,7 +307,19 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (hint, failure) = match self.http.send(build()).await {
+            let sent = within(&self.clock, HTTP_TIMEOUT, self.http.send(build()))
+                .await
+                .unwrap_or_else(|| Err(format!("no answer within {} s", HTTP_TIMEOUT.as_secs())));
+            let (hint, failure) = match sent {
+                Ok(response) if response.body().len() > MAX_BODY => {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "databricks sent an answer of over {} KB to {what}",
+                            MAX_BODY / 1024
+                        ),
+                    ));
+                }
                 Ok(response) if is_retryable_status(response.status().as_u16()) => (
                     retry_after(response.headers()),
                     format!(
@@ -290,21 +329,31 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     ),
                 ),
                 Ok(response) => return Ok(response),
-                Err(e) => (
-                    None,
-                    format!(
-                        "could not reach {} for {what}: {}",
-                        self.config.workspace,
-                        self.scrub(&e)
-                    ),
-                ),
+                Err(e) => {
+                    let e = log::cap(&self.scrub(&e));
+                    if let Some(fix) = transport_configuration_error(&e) {
+                        return Err(Error::config(
+                            var::DATABRICKS_HOST,
+                            format!("cannot reach {} for {what}: {fix}", self.config.workspace),
+                        )
+                        .with_source(Cause(e)));
+                    }
+                    (
+                        None,
+                        format!("could not reach {} for {what}: {e}", self.config.workspace),
+                    )
+                }
             };
             let elapsed = (self.clock.now() - start)
                 .to_std()
                 .unwrap_or(Duration::ZERO);
             match self.retry.next_delay(attempt, elapsed, hint) {
                 Some(delay) => {
-                    log::info(&format!("{failure}; retrying in {}s", delay.as_secs_f32()));
+                    let delay = self.retry.jittered(delay);
+                    log::info(&format!(
+                        "{failure}; retrying in {:.2}s",
+                        delay.as_secs_f32()
+                    ));
                     self.clock.sleep(delay).await;
                 }
                 None => {
@@ -386,7 +435,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 
     /// A short, secret-free summary of an error body: `CODE: message`, OAuth `error: description`,
-    /// the first 200 characters of text, or what kind of body it was.
+    /// the text, or what kind of body it was; at most [`log::CAP`] characters, secrets scrubbed.
     fn server_message(&self, body: &[u8]) -> String {
         let text = String::from_utf8_lossy(body);
         let trimmed = text.trim();
@@ -410,17 +459,48 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         } else if trimmed.starts_with('<') {
             "an HTML page".to_owned()
         } else {
-            trimmed.chars().take(200).collect()
+            trimmed.to_owned()
         };
-        self.scrub(&summary)
+        log::cap(&self.scrub(&summary))
     }
 
+    /// `text` without any secret in hand, raw or encoded: the client secret or PAT, the
+    /// OAuth workspace token in memory, the Basic credentials (base64 and percent-encoded).
     fn scrub(&self, text: &str) -> String {
+        let mut secrets: Vec<Secret> = Vec::new();
         match &self.config.auth {
-            WorkspaceAuth::Pat(t) => scrub(text, &[t]),
-            WorkspaceAuth::OAuthM2M { client_secret, .. } => scrub(text, &[client_secret]),
+            WorkspaceAuth::Pat(t) => secrets.push(t.clone()),
+            WorkspaceAuth::OAuthM2M {
+                client_id,
+                client_secret,
+            } => {
+                secrets.push(client_secret.clone());
+                secrets.push(Secret::new(basic_credentials(client_id, client_secret)));
+                secrets.push(Secret::new(
+                    percent_encoding::utf8_percent_encode(
+                        client_secret.expose(),
+                        percent_encoding::NON_ALPHANUMERIC,
+                    )
+                    .to_string(),
+                ));
+            }
         }
+        if let Some((token, _)) = self
+            .workspace_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            secrets.push(token.clone());
+        }
+        scrub(text, &secrets.iter().collect::<Vec<_>>())
     }
+}
+
+/// `base64(client_id:client_secret)`, the OAuth Basic credentials.
+fn basic_credentials(client_id: &str, client_secret: &Secret) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("{client_id}:{}", client_secret.expose()))
 }
 
 /// RFC 3339 with any number of fractional digits, `Z` or an offset.

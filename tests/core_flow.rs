@@ -47,7 +47,12 @@ impl World {
     /// A new WebAssembly instance: empty memory, same store, same workspace.
     fn instance(&self) -> Client {
         let config = block_on(Config::load(&self.vars)).expect("valid config");
+        // No jitter: the tests compare the waits exactly.
         Lakebase::new(config, self.ws.clone(), self.kv.clone(), self.clock.clone())
+            .with_retry_policy(RetryPolicy {
+                max_jitter: Duration::ZERO,
+                ..RetryPolicy::default()
+            })
     }
 }
 
@@ -727,4 +732,180 @@ fn no_secret_in_any_debug_or_display() {
     }
     // The store holds the token (it is the cache), but never the client secret.
     assert!(!w.kv.dump().contains(CLIENT_SECRET));
+}
+
+// ---- trust nothing read back, bound everything ---------------------------------------------
+
+/// Whoever can write the store but does not hold the workspace secret cannot redirect the
+/// database: a forged record of any shape, at every key, is a miss and the app mints.
+#[test]
+fn forged_records_are_misses_and_never_redirect() {
+    let w = World::m2m();
+    block_on(w.instance().credential()).unwrap();
+    let far = (w.clock.get() + TimeDelta::days(3650)).timestamp();
+    let now = w.clock.get().timestamp();
+    let forged = format!(
+        r#"{{"v":2,"token":"forged-token-0123456789","user":"{CLIENT_ID}","host":"127.0.0.2","port":5432,"database":"databricks_postgres","minted_at":{now},"expires_at":{far}}}"#
+    );
+    for key in w.kv.keys_with("lakebase:") {
+        w.kv.put_raw(&key, forged.as_bytes());
+    }
+    let fresh = w.instance();
+    let db = block_on(fresh.connect(&w.pg)).unwrap();
+    assert_eq!(db.source, CredentialSource::Minted);
+    assert_eq!(
+        db.credential.host, PG_HOST,
+        "the configured (looked-up) host"
+    );
+    assert_ne!(db.credential.token.expose(), "forged-token-0123456789");
+    assert!(
+        w.pg.logins
+            .borrow()
+            .iter()
+            .all(|(p, _)| !p.contains("forged")),
+        "the forged token was never sent"
+    );
+    // What the app wrote back is sealed: no token in clear in the store.
+    let dump = w.kv.dump();
+    assert!(!dump.contains(db.credential.token.expose()), "{dump}");
+}
+
+/// A record sealed by an app with another secret (another principal's, or a rotated secret)
+/// does not open: the token it holds is never used.
+#[test]
+fn a_record_sealed_with_another_secret_is_a_miss() {
+    let w = World::m2m();
+    let (first, _) = block_on(w.instance().credential()).unwrap();
+    let other = World::with_vars(&[
+        ("databricks_host", HOST),
+        ("databricks_client_id", CLIENT_ID),
+        ("databricks_client_secret", "another-secret-0123456789"),
+        ("lakebase_endpoint", ENDPOINT),
+    ]);
+    let config = block_on(Config::load(&other.vars)).unwrap();
+    let c = Lakebase::new(config, w.ws.clone(), w.kv.clone(), w.clock.clone());
+    let e = block_on(c.credential()).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::WorkspaceAuth,
+        "it had to mint, and the workspace refused the wrong secret: {e}"
+    );
+    assert!(!all_text(&e).contains(first.token.expose()));
+}
+
+/// A workspace that accepts the request and never answers costs a bounded time: each call
+/// times out (10 s), the whole load gives up (25 s), as `unavailable`.
+#[test]
+fn a_hung_workspace_is_bounded() {
+    let w = World::m2m();
+    for _ in 0..10 {
+        w.ws.script(AUTOSCALING_ROUTE, Scripted::Hang);
+    }
+    let started = w.clock.get();
+    let a = w.instance();
+    let results = run_like_spin((0..4).map(|_| task(a.credential())).collect());
+    let waited = w.clock.get() - started;
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
+    assert!(
+        waited <= TimeDelta::seconds(60),
+        "bounded: {waited} of simulated time"
+    );
+    assert!(w.ws.count(AUTOSCALING_ROUTE) >= 1);
+    // The next request tries anew and succeeds once the workspace answers.
+    w.ws.scripts_clear(AUTOSCALING_ROUTE);
+    assert!(block_on(a.credential()).is_ok());
+}
+
+/// Transport failures that no retry can fix fail at once as configuration, naming what to
+/// fix; others are retried.
+#[test]
+fn transport_configuration_errors_are_not_retried() {
+    for (why, hint) in [
+        ("ErrorCode::HttpRequestDenied", "allowed_outbound_hosts"),
+        (
+            "DnsError(DnsErrorPayload { rcode: None })",
+            "does not resolve",
+        ),
+        ("TlsCertificateError", "certificate"),
+    ] {
+        let w = World::m2m();
+        w.ws.script(TOKEN_ROUTE, Scripted::Network(why));
+        let e = block_on(w.instance().credential()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Configuration, "{why}: {e}");
+        assert_eq!(e.variable(), Some("databricks_host"));
+        assert!(e.message().contains(hint), "{e}");
+        assert_eq!(w.ws.count(TOKEN_ROUTE), 1, "{why}: not retried");
+        assert!(w.clock.long_sleeps().is_empty());
+    }
+}
+
+/// An error body that echoes what we sent (the Basic header, the client secret, the bearer
+/// token) never reaches a message, and a long one is cut.
+#[test]
+fn echoed_secrets_are_scrubbed_and_long_bodies_cut() {
+    use base64::Engine as _;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let w = World::m2m();
+    w.ws.script(
+        TOKEN_ROUTE,
+        Scripted::Status(
+            401,
+            None,
+            format!(
+                r#"{{"error":"invalid_client","error_description":"bad Basic {basic} secret={CLIENT_SECRET} {}"}}"#,
+                "x".repeat(5000)
+            ),
+        ),
+    );
+    let e = block_on(w.instance().credential()).unwrap_err();
+    let text = all_text(&e);
+    assert!(!text.contains(&basic), "{text}");
+    assert!(!text.contains(CLIENT_SECRET), "{text}");
+    assert!(text.len() < 2000, "cut: {} characters", text.len());
+
+    // The workspace token, echoed by the credential API.
+    let w = World::m2m();
+    let a = w.instance();
+    block_on(a.credential()).unwrap();
+    let bearer = w.ws.workspace_tokens().pop().unwrap();
+    w.clock.advance(TimeDelta::minutes(46));
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Status(
+            403,
+            None,
+            format!(r#"{{"error_code":"PERMISSION_DENIED","message":"token {bearer} may not"}}"#),
+        ),
+    );
+    let e = block_on(a.credential()).unwrap_err();
+    assert!(!all_text(&e).contains(&bearer), "{}", all_text(&e));
+}
+
+/// A lease holder that fails deletes its lease: the instance waiting for it stops waiting at
+/// once and mints itself, instead of waiting out the lease.
+#[test]
+fn a_waiter_notices_that_the_lease_holder_gave_up() {
+    let w = World::m2m();
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Status(
+            403,
+            None,
+            r#"{"error_code":"PERMISSION_DENIED","message":"not yet"}"#.into(),
+        ),
+    );
+    let (a, b) = (w.instance(), w.instance());
+    let started = w.clock.get();
+    let results = run_like_spin(vec![task(a.credential()), task(b.credential())]);
+    let oks = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(oks, 1, "one failed with the 403, the other minted after it");
+    assert!(
+        w.clock.get() - started < TimeDelta::seconds(5),
+        "did not wait out the 10 s lease: {}",
+        w.clock.get() - started
+    );
 }

@@ -274,8 +274,20 @@ async fn two_processes_sharing_redis_and_nothing_leaks() {
             kind.name(),
             tail(&logs, 3000)
         );
-        let tokens = redis_values(&redis.url());
-        assert!(!tokens.is_empty(), "the shared store holds the credential");
+        let stored = redis_values(&redis.url());
+        assert!(!stored.is_empty(), "the shared store holds records");
+        for value in &stored {
+            assert!(
+                value.starts_with("lb2."),
+                "{}: every record is sealed: {value}",
+                kind.name()
+            );
+        }
+        let tokens = up.emu.issued_tokens();
+        assert!(
+            tokens.len() >= 2,
+            "a workspace token and a database token were issued"
+        );
         for secret in tokens
             .iter()
             .map(String::as_str)
@@ -287,6 +299,11 @@ async fn two_processes_sharing_redis_and_nothing_leaks() {
                 kind.name()
             );
             assert!(!logs.contains(secret), "{}: secret in a log", kind.name());
+            assert!(
+                stored.iter().all(|v| !v.contains(secret)),
+                "{}: secret in clear in the store",
+                kind.name()
+            );
         }
         assert!(
             !logs.contains("postgres://") || !logs.contains("@127.0.0.1"),
@@ -296,24 +313,21 @@ async fn two_processes_sharing_redis_and_nothing_leaks() {
     }
 }
 
-/// Every token-like value in the Redis store (the cached credentials and workspace tokens).
+/// Every value the app stored in Redis.
 fn redis_values(url: &str) -> Vec<String> {
     let port = url.rsplit(':').next().unwrap();
     let keys = Command::new("redis-cli")
         .args(["-p", port, "--raw", "keys", "lakebase:*"])
         .output()
         .unwrap();
-    let mut out = Vec::new();
-    for key in String::from_utf8_lossy(&keys.stdout).lines() {
-        let v = Command::new("redis-cli")
-            .args(["-p", port, "--raw", "get", key])
-            .output()
-            .unwrap();
-        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&v.stdout)
-            && let Some(t) = json.get("token").and_then(|t| t.as_str())
-        {
-            out.push(t.to_owned());
-        }
-    }
-    out
+    String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .map(|key| {
+            let v = Command::new("redis-cli")
+                .args(["-p", port, "--raw", "get", key])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&v.stdout).trim().to_owned()
+        })
+        .collect()
 }

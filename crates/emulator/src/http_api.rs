@@ -435,6 +435,7 @@ fn oauth_token(auth: Option<&str>, body: &[u8], shared: &Shared) -> Option<Reply
         .unwrap()
         .workspace_tokens
         .insert(token.clone(), (id.clone(), exp));
+    shared.state.lock().unwrap().issued.push(token.clone());
     shared.log(format!(
         "oauth: workspace token {} for client {id}",
         token::fingerprint(&token)
@@ -478,7 +479,11 @@ fn mint(shared: &Shared, role: &str, aud: &str) -> (String, DateTime<Utc>) {
         pad: "L".repeat(410),
     };
     let token = token::sign(&shared.key, &claims);
-    shared.state.lock().unwrap().minted.push(claims.jti.clone());
+    {
+        let mut state = shared.state.lock().unwrap();
+        state.minted.push(claims.jti.clone());
+        state.issued.push(token.clone());
+    }
     shared.log(format!(
         "minted database token {} for role {role} on {aud} (ttl {}s)",
         token::fingerprint(&token),

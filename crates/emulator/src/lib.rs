@@ -150,6 +150,8 @@ pub(crate) struct State {
     pub fraction_digits: usize,
     /// Minted token ids, to revoke "all".
     pub minted: Vec<String>,
+    /// Every token handed out (database and OAuth workspace tokens), for secret scans.
+    pub issued: Vec<String>,
     pub request_ids: HashSet<String>,
 }
 
@@ -255,6 +257,12 @@ impl Emulator {
     /// Calls of one route.
     pub fn count(&self, route: &str) -> u64 {
         self.counts().get(route).copied().unwrap_or(0)
+    }
+
+    /// Every token handed out so far, database and OAuth workspace tokens: what a test scans
+    /// responses, logs and stores for.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.state.lock().unwrap().issued.clone()
     }
 
     /// Database credentials minted so far (both APIs).

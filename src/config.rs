@@ -185,7 +185,34 @@ pub(crate) struct RawConfig {
 }
 
 impl RawConfig {
+    fn is_empty(&self) -> bool {
+        [
+            &self.host,
+            &self.client_id,
+            &self.client_secret,
+            &self.token,
+            &self.endpoint,
+            &self.instance,
+            &self.pghost,
+            &self.pgport,
+            &self.pgdatabase,
+            &self.pgsslmode,
+            &self.pguser,
+            &self.ca_root,
+        ]
+        .iter()
+        .all(|v| v.is_none())
+    }
+
     pub(crate) fn validate(self) -> Result<Config, Error> {
+        if self.is_empty() {
+            // Spin answers every variable read of a component dependency that was not given
+            // the parent's configuration as missing: say that, not only "set databricks_host".
+            return Err(Error::config(
+                var::DATABRICKS_HOST,
+                "variable `databricks_host` is required, and no Lakebase variable has a value at all: set them on the component (see the configuration table); if this runs as a component dependency (the plugin), it was not given its parent's configuration: add `inherit_configuration = true` to the dependency in spin.toml",
+            ));
+        }
         let host = self.host.ok_or_else(|| {
             Error::config(
                 var::DATABRICKS_HOST,

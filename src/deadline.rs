@@ -19,6 +19,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole credential load in one request: key-value, waiting for another instance's lease,
 /// workspace token, look-ups, the mint and all their retries.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(25);
+/// One key-value operation. A store that does not answer (Spin keeps retrying a Redis that is
+/// down) is then treated as failing: logged and bypassed.
+pub const KV_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest workspace answer read (credential answers are a few kilobytes).
 pub const MAX_BODY: usize = 1024 * 1024;
 
@@ -33,5 +36,54 @@ pub async fn within<C: Clock, T>(
     match select(future, timer).await {
         Either::Left((value, _)) => Some(value),
         Either::Right(_) => None,
+    }
+}
+
+/// After a key-value operation timed out, the store is skipped for this long (every request
+/// would otherwise wait out [`KV_TIMEOUT`] several times).
+pub const KV_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A key-value store whose every operation gives up after [`KV_TIMEOUT`]; after a timeout, the
+/// store is skipped (fails at once) for [`KV_BACKOFF`].
+pub(crate) struct TimedKv<'a, K, C> {
+    pub kv: &'a K,
+    pub clock: &'a C,
+    /// Unix milliseconds until which the store is skipped (shared by the instance).
+    pub skip_until_ms: &'a std::sync::atomic::AtomicI64,
+}
+
+impl<K, C: Clock> TimedKv<'_, K, C> {
+    async fn run<T>(&self, op: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+        use std::sync::atomic::Ordering;
+        let now = self.clock.now().timestamp_millis();
+        if now < self.skip_until_ms.load(Ordering::Relaxed) {
+            return Err("skipped: it did not answer in time recently".to_owned());
+        }
+        match within(self.clock, KV_TIMEOUT, op).await {
+            Some(result) => result,
+            None => {
+                let until = now.saturating_add(KV_BACKOFF.as_millis() as i64);
+                self.skip_until_ms.store(until, Ordering::Relaxed);
+                Err(format!(
+                    "no answer within {} s; skipping the store for {} s",
+                    KV_TIMEOUT.as_secs(),
+                    KV_BACKOFF.as_secs()
+                ))
+            }
+        }
+    }
+}
+
+impl<K: crate::host::Kv, C: Clock> crate::host::Kv for TimedKv<'_, K, C> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.run(self.kv.get(key)).await
+    }
+
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.run(self.kv.set(key, value)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        self.run(self.kv.delete(key)).await
     }
 }

@@ -10,7 +10,7 @@ use crate::cache::{self, Cache, Lease};
 use crate::config::{Config, WorkspaceAuth, var};
 use crate::conn_string::connection_string;
 use crate::credential::{Credential, CredentialSource};
-use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, within};
+use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, TimedKv, within};
 use crate::error::{Cause, Error, ErrorKind};
 use crate::flight::{Flight, next_poll};
 use crate::host::{Clock, Connector, Http, Kv};
@@ -47,6 +47,8 @@ pub struct Lakebase<H, K, C> {
     pub(crate) workspace_token: Mutex<Option<(Secret, DateTime<Utc>)>>,
     memory: Mutex<Option<Credential>>,
     flight: Flight,
+    /// Until when (Unix ms) the key-value store is skipped after it timed out.
+    kv_skip_until_ms: std::sync::atomic::AtomicI64,
     instance_id: String,
 }
 
@@ -126,6 +128,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             workspace_token: Mutex::new(None),
             memory: Mutex::new(None),
             flight: Flight::default(),
+            kv_skip_until_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             instance_id: uuid::Uuid::new_v4().to_string(),
         }
     }
@@ -190,6 +193,15 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         }
     }
 
+    /// The store, every operation bounded by a deadline.
+    pub(crate) fn kv(&self) -> TimedKv<'_, K, C> {
+        TimedKv {
+            kv: &self.kv,
+            clock: &self.clock,
+            skip_until_ms: &self.kv_skip_until_ms,
+        }
+    }
+
     /// The credential in memory, if it may be served now.
     fn fresh_in_memory(&self) -> Option<Credential> {
         let now = self.clock.now();
@@ -222,7 +234,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         // The record first, then the lease: a waiter that sees the lease gone finds the record.
         if let Ok(c) = &minted {
             if c.is_fresh(self.clock.now()) {
-                self.cache.write_credential(&self.kv, c).await;
+                self.cache.write_credential(&self.kv(), c).await;
                 *self.memory() = Some(c.clone());
             } else {
                 log::warn(
@@ -230,7 +242,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 );
             }
         }
-        cache::delete(&self.kv, &self.cache.keys.lease, "mint lease").await;
+        cache::delete(&self.kv(), &self.cache.keys.lease, "mint lease").await;
         let c = minted?;
         Ok((c, CredentialSource::Minted))
     }
@@ -251,10 +263,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 *memory = None;
             }
         }
-        if let Some(stored) = self.cache.read_credential(&self.kv).await
+        if let Some(stored) = self.cache.read_credential(&self.kv()).await
             && stored.token == rejected.token
         {
-            cache::delete(&self.kv, &self.cache.keys.credential, "credential").await;
+            cache::delete(&self.kv(), &self.cache.keys.credential, "credential").await;
         }
     }
 
@@ -272,10 +284,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 dropped = true;
             }
         }
-        if let Some(stored) = self.cache.read_credential(&self.kv).await
+        if let Some(stored) = self.cache.read_credential(&self.kv()).await
             && stored.token.expose() == password
         {
-            cache::delete(&self.kv, &self.cache.keys.credential, "credential").await;
+            cache::delete(&self.kv(), &self.cache.keys.credential, "credential").await;
             dropped = true;
         }
         dropped
@@ -462,7 +474,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
 
     /// The shared record, if it fits this configuration and may be served now.
     async fn fresh_from_kv(&self) -> Option<Credential> {
-        let c = self.cache.read_credential(&self.kv).await?;
+        let c = self.cache.read_credential(&self.kv()).await?;
         let now = self.clock.now();
         if let Err(why) = self.fits(&c, now) {
             self.cache
@@ -509,7 +521,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// when the lease is deleted (its holder failed). `None`: no such
     /// lease, or it ended without a record.
     async fn wait_for_other_minter(&self) -> Option<Credential> {
-        let lease = self.cache.read_lease(&self.kv).await?;
+        let lease = self.cache.read_lease(&self.kv()).await?;
         let now = self.clock.now();
         let until = DateTime::from_timestamp_millis(lease.until_ms)?
             .min(now.checked_add_signed(LEASE_TTL)?);
@@ -523,7 +535,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             }
             // Gone: the holder finished (its record was written first) or gave up. Look once
             // more, then decide afresh instead of waiting out the lease.
-            if self.cache.read_lease(&self.kv).await.is_none() {
+            if self.cache.read_lease(&self.kv()).await.is_none() {
                 return self.fresh_from_kv().await;
             }
         }
@@ -538,7 +550,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             holder: self.instance_id.clone(),
             until_ms: until.timestamp_millis(),
         };
-        self.cache.write_lease(&self.kv, &lease).await;
+        self.cache.write_lease(&self.kv(), &lease).await;
     }
 
     /// Host and user (configured, else looked up), then a new database token.

@@ -31,8 +31,26 @@ impl Http for SpinHttp {
             .await
             .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = response.into_parts();
-        let bytes = body.bytes().await.map_err(|e| format!("{e:?}"))?;
-        Ok(http::Response::from_parts(parts, bytes.to_vec()))
+        // Read at most one byte past the cap: the core refuses a larger answer.
+        let too_large = || format!("answer larger than {} bytes", crate::deadline::MAX_BODY);
+        if parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n > crate::deadline::MAX_BODY)
+        {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        let mut chunks = body.stream();
+        while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+            let chunk = chunk.map_err(|e| format!("{e:?}"))?;
+            if bytes.len() + chunk.len() > crate::deadline::MAX_BODY {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(http::Response::from_parts(parts, bytes))
     }
 }
 

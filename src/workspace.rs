@@ -59,7 +59,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             {
                 return Ok(token.clone());
             }
-            if let Some((token, until)) = self.cache.read_workspace_token(&self.kv).await
+            if let Some((token, until)) = self.cache.read_workspace_token(&self.kv()).await
                 && now < until
             {
                 *remembered() = Some((token.clone(), until));
@@ -68,7 +68,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         }
         let (token, until) = self.fetch_oauth_token(client_id, client_secret).await?;
         self.cache
-            .write_workspace_token(&self.kv, &token, until)
+            .write_workspace_token(&self.kv(), &token, until)
             .await;
         *remembered() = Some((token.clone(), until));
         Ok(token)
@@ -81,7 +81,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
         cache::delete(
-            &self.kv,
+            &self.kv(),
             &self.cache.keys.workspace_token,
             "workspace token",
         )

@@ -871,7 +871,11 @@ fn echoed_secrets_are_scrubbed_and_long_bodies_cut() {
     let w = World::m2m();
     let a = w.instance();
     block_on(a.credential()).unwrap();
-    let bearer = w.ws.workspace_tokens().pop().unwrap();
+    let bearer =
+        w.ws.workspace_tokens()
+            .into_iter()
+            .find(|t| t != PAT)
+            .expect("the OAuth token in use");
     w.clock.advance(TimeDelta::minutes(46));
     w.ws.script(
         AUTOSCALING_ROUTE,
@@ -908,4 +912,30 @@ fn a_waiter_notices_that_the_lease_holder_gave_up() {
         "did not wait out the 10 s lease: {}",
         w.clock.get() - started
     );
+}
+
+/// A store that never answers is bypassed after its deadline: the request still gets a
+/// credential (minted), in bounded time.
+#[test]
+fn a_hung_store_is_bypassed_in_bounded_time() {
+    let w = World::m2m();
+    w.kv.hanging.set(true);
+    let started = w.clock.get();
+    let a = w.instance();
+    let (_, source) = block_on(a.credential()).unwrap();
+    assert_eq!(source, CredentialSource::Minted);
+    assert!(
+        w.clock.get() - started <= TimeDelta::seconds(3),
+        "one timeout, then the store is skipped: {}",
+        w.clock.get() - started
+    );
+    // Past the reuse limit, still skipped (within its 30 s back-off)? No: 45 minutes later the
+    // store is tried again, times out once more, and the request still succeeds.
+    w.clock.advance(TimeDelta::minutes(46));
+    let before = w.clock.get();
+    assert_eq!(
+        block_on(a.credential()).unwrap().1,
+        CredentialSource::Minted
+    );
+    assert!(w.clock.get() - before <= TimeDelta::seconds(3));
 }

@@ -331,3 +331,180 @@ fn redis_values(url: &str) -> Vec<String> {
         })
         .collect()
 }
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+}
+
+fn redis_set(url: &str, key: &str, value: &str) {
+    let port = url.rsplit(':').next().unwrap();
+    let ok = Command::new("redis-cli")
+        .args(["-p", port, "set", key, value])
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+}
+
+fn redis_keys(url: &str) -> Vec<String> {
+    let port = url.rsplit(':').next().unwrap();
+    let keys = Command::new("redis-cli")
+        .args(["-p", port, "--raw", "keys", "lakebase:*"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One scenario per fault, on each host; each asserts its outcome and that no secret appears in
+/// any response or log. (The README's fault table lists these and the in-process ones.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_matrix() {
+    app_wasm();
+    for kind in hosts() {
+        let name = kind.name();
+        let up = Upstream::start().await;
+        let redis = RedisServer::start().expect("starting redis");
+        let dir = temp_dir("faults");
+        let rc = dir.join("runtime-config.toml");
+        std::fs::write(
+            &rc,
+            format!(
+                "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+                redis.url()
+            ),
+        )
+        .unwrap();
+        let manifest = repo_root().join("spin.toml");
+        let mut responses = String::new();
+        let mut logs = String::new();
+
+        // Forged records: every value replaced with a plausible record that points at another
+        // host, with an expiry ten years ahead, in both record versions. A restarted app ignores
+        // them (they are not sealed with its secret), mints, and talks to the configured host.
+        let node = start(&kind, manifest.clone(), &up, &dir.join("n1"), Some(&rc));
+        let (status, body) = tokio::task::block_in_place(|| node.get("/health")).unwrap();
+        assert_eq!(status, 200, "{name}: {body}");
+        logs.push_str(&node.logs());
+        drop(node);
+        let keys = redis_keys(&redis.url());
+        assert!(!keys.is_empty());
+        let far = chrono::Utc::now().timestamp() + 10 * 365 * 86_400;
+        let now = chrono::Utc::now().timestamp();
+        for (i, key) in keys.iter().enumerate() {
+            let forged = format!(
+                r#"{{"v":{},"token":"forged-token-0123456789","user":"{}","host":"127.0.0.2","port":{},"database":"databricks_postgres","minted_at":{now},"expires_at":{far},"until":{far},"holder":"x","until_ms":{}}}"#,
+                1 + i % 2,
+                lakebase_emulator::DEFAULT_CLIENT_ID,
+                up.emu.pg_addr().port(),
+                far * 1000
+            );
+            redis_set(&redis.url(), key, &forged);
+        }
+        let node = start(&kind, manifest.clone(), &up, &dir.join("n2"), Some(&rc));
+        let (status, body) = tokio::task::block_in_place(|| node.get("/health")).unwrap();
+        assert_eq!(status, 200, "{name}: forged records are misses: {body}");
+        let h = json(&body);
+        assert_eq!(h["database"]["host"], "127.0.0.1", "{name}: {body}");
+        assert_eq!(h["credential"]["source"], "minted", "{name}: {body}");
+        assert_eq!(up.mints(), 2, "{name}");
+        responses.push_str(&body);
+
+        // A NUL in a note is the client's mistake (400), and so is an oversized body (413).
+        let (status, body) = tokio::task::block_in_place(|| {
+            node.request("POST", "/notes", r#"{"text":"a\u0000b"}"#)
+        })
+        .unwrap();
+        assert_eq!(status, 400, "{name}: NUL: {body}");
+        assert_eq!(json(&body)["error"]["kind"], "bad_request", "{name}");
+        let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(200_000));
+        let (status, body) =
+            tokio::task::block_in_place(|| node.request("POST", "/notes", &big)).unwrap();
+        assert_eq!(status, 413, "{name}: oversized: {body}");
+        // Concurrent first writes (table creation races) all succeed.
+        let notes = tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|i| {
+                        let node = &node;
+                        s.spawn(move || {
+                            node.request("POST", "/notes", &format!(r#"{{"text":"n{i}"}}"#))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        });
+        for (status, body) in &notes {
+            assert_eq!(*status, 201, "{name}: concurrent create: {body}");
+        }
+        logs.push_str(&node.logs());
+        drop(node);
+
+        // The key-value store goes down: requests still succeed (the cache is bypassed).
+        drop(redis);
+        let node = start(&kind, manifest.clone(), &up, &dir.join("n3"), Some(&rc));
+        let (status, body) = tokio::task::block_in_place(|| node.get("/health")).unwrap();
+        assert_eq!(status, 200, "{name}: store down: {body}");
+        responses.push_str(&body);
+        logs.push_str(&node.logs());
+        drop(node);
+
+        // A workspace that accepts requests and never answers: a bounded 503.
+        up.emu.fault(lakebase_emulator::Fault {
+            route: CREDENTIAL_ROUTE.into(),
+            count: 10,
+            kind: lakebase_emulator::FaultKind::Latency(Duration::from_secs(600)),
+        });
+        let node = start(&kind, manifest.clone(), &up, &dir.join("n4"), None);
+        let started = std::time::Instant::now();
+        let (status, body) = tokio::task::block_in_place(|| node.get("/health")).unwrap();
+        let took = started.elapsed();
+        assert_eq!(status, 503, "{name}: hung workspace: {body}");
+        assert_eq!(json(&body)["error"]["kind"], "unavailable", "{name}");
+        assert!(took < Duration::from_secs(45), "{name}: bounded: {took:?}");
+        println!(
+            "{name:7} hung workspace: 503 after {:.1} s",
+            took.as_secs_f64()
+        );
+        responses.push_str(&body);
+        logs.push_str(&node.logs());
+        drop(node);
+
+        // `prefer` toward a remote host is refused, naming the variable.
+        let mut remote = Upstream::start().await;
+        remote.vars.insert("pgsslmode".into(), "prefer".into());
+        remote.vars.insert("pghost".into(), "db.example.com".into());
+        let node = start(&kind, manifest.clone(), &remote, &dir.join("n5"), None);
+        let (status, body) = tokio::task::block_in_place(|| node.get("/health")).unwrap();
+        assert_eq!(status, 500, "{name}: prefer: {body}");
+        let e = json(&body);
+        assert_eq!(e["error"]["kind"], "configuration", "{name}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("pgsslmode"),
+            "{name}: {body}"
+        );
+        assert_eq!(remote.mints(), 0, "{name}: nothing was minted");
+        responses.push_str(&body);
+        logs.push_str(&node.logs());
+        drop(node);
+
+        for secret in up
+            .emu
+            .issued_tokens()
+            .iter()
+            .map(String::as_str)
+            .chain([DEFAULT_CLIENT_SECRET, DEFAULT_PAT])
+        {
+            assert!(!responses.contains(secret), "{name}: secret in a response");
+            assert!(!logs.contains(secret), "{name}: secret in a log");
+        }
+    }
+}

@@ -86,6 +86,8 @@ impl Clock for ManualClock {
 pub struct MemKv {
     pub data: Rc<RefCell<HashMap<String, Vec<u8>>>>,
     pub failing: Rc<Cell<bool>>,
+    /// Every operation waits for ever (a Redis that is down, as Spin's client behaves).
+    pub hanging: Rc<Cell<bool>>,
 }
 
 impl MemKv {
@@ -115,12 +117,18 @@ impl MemKv {
 impl Kv for MemKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         yield_now().await;
+        if self.hanging.get() {
+            futures::future::pending::<()>().await;
+        }
         if self.failing.get() {
             return Err("store unavailable (injected)".into());
         }
         Ok(self.data.borrow().get(key).cloned())
     }
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        if self.hanging.get() {
+            futures::future::pending::<()>().await;
+        }
         if self.failing.get() {
             return Err("store unavailable (injected)".into());
         }
@@ -130,6 +138,9 @@ impl Kv for MemKv {
         Ok(())
     }
     async fn delete(&self, key: &str) -> Result<(), String> {
+        if self.hanging.get() {
+            futures::future::pending::<()>().await;
+        }
         if self.failing.get() {
             return Err("store unavailable (injected)".into());
         }

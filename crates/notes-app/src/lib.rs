@@ -22,6 +22,9 @@ const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 /// Longest note accepted, in characters.
 const MAX_TEXT: usize = 10_000;
+/// The largest request body read: `text` of 10,000 characters of up to 4 bytes, JSON-escaped
+/// at most 6 bytes each, plus some room.
+const MAX_BODY: usize = 64 * 1024;
 
 /// The table is created once per instance, on first use.
 static TABLE_READY: AtomicBool = AtomicBool::new(false);
@@ -107,11 +110,7 @@ async fn route(req: Request) -> Result<Reply, Failure> {
     match (&method, segments.as_slice()) {
         (&Method::GET, ["health"]) => health().await,
         (&Method::POST, ["notes"]) => {
-            let body = req
-                .into_body()
-                .bytes()
-                .await
-                .map_err(|_| Failure::bad_request("could not read the request body"))?;
+            let body = read_body(req).await?;
             create_note(&body).await
         }
         (&Method::GET, ["notes"]) => list_notes(&query).await,
@@ -128,14 +127,53 @@ async fn route(req: Request) -> Result<Reply, Failure> {
     }
 }
 
+fn too_large() -> Failure {
+    Failure {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        kind: "bad_request",
+        message: format!("the request body must be at most {} KB", MAX_BODY / 1024),
+    }
+}
+
+/// The request body, refused with 413 as soon as it is known to exceed [`MAX_BODY`]: from its
+/// `content-length`, else while it streams in (never read whole first).
+async fn read_body(req: Request) -> Result<Vec<u8>, Failure> {
+    if req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut chunks = req.into_body().stream();
+    while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+        let chunk = chunk.map_err(|_| Failure::bad_request("could not read the request body"))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Connects (with a cached or fresh credential) and makes sure the table exists.
 async fn connect() -> Result<Connected<Connection>, Failure> {
     let db = lakebase().await?.connect(&SpinPg).await?;
     if !TABLE_READY.load(Ordering::Relaxed) {
-        db.connection
-            .execute(CREATE_TABLE, &[])
-            .await
-            .map_err(database_error)?;
+        match db.connection.execute(CREATE_TABLE, &[]).await {
+            Ok(_) => {}
+            // Two instances creating the table at once: Postgres's `IF NOT EXISTS` is not atomic
+            // and the loser fails on the catalog's unique index (23505) or finds the table
+            // (42P07). Either way the table is there.
+            Err(e) => {
+                let e = database_error(e);
+                if !matches!(e.sqlstate(), Some("23505" | "42P07")) {
+                    return Err(e.into());
+                }
+            }
+        }
         TABLE_READY.store(true, Ordering::Relaxed);
     }
     Ok(db)
@@ -190,6 +228,11 @@ async fn create_note(body: &[u8]) -> Result<Reply, Failure> {
     let input: NewNote = serde_json::from_slice(body)
         .map_err(|_| Failure::bad_request("the body must be JSON like {\"text\": \"…\"}"))?;
     let text = match input.text {
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err(Failure::bad_request(
+                "`text` must not contain the NUL character (\\u0000): Postgres text cannot hold it",
+            ));
+        }
         Some(Value::String(s)) if !s.trim().is_empty() => s,
         Some(Value::String(_)) => return Err(Failure::bad_request("`text` must not be empty")),
         Some(_) => return Err(Failure::bad_request("`text` must be a string")),

@@ -390,8 +390,10 @@ async fn fault_matrix() {
         drop(node);
         let keys = redis_keys(&redis.url());
         assert!(!keys.is_empty());
-        let far = chrono::Utc::now().timestamp() + 10 * 365 * 86_400;
-        let now = chrono::Utc::now().timestamp();
+        // The wall clock the hosts share (the library's own clock, as the app reads it).
+        use lakebase_spin::host::Clock as _;
+        let now = lakebase_spin::SystemClock.now().timestamp();
+        let far = now + 10 * 365 * 86_400;
         for (i, key) in keys.iter().enumerate() {
             let forged = format!(
                 r#"{{"v":{},"token":"forged-token-0123456789","user":"{}","host":"127.0.0.2","port":{},"database":"databricks_postgres","minted_at":{now},"expires_at":{far},"until":{far},"holder":"x","until_ms":{}}}"#,

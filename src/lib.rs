@@ -38,6 +38,8 @@ mod flight;
 pub mod host;
 mod lakebase;
 mod log;
+#[cfg(test)]
+mod props;
 mod retry;
 mod seal;
 mod secret;

@@ -133,6 +133,28 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), None);
+        for odd in ["-1", "1.5", "", "99999999999999999999999", "soon"] {
+            h.insert("retry-after", odd.parse().unwrap());
+            assert_eq!(retry_after(&h), None, "{odd:?}: the default applies");
+        }
+        // Huge but readable: capped by the policy, not here.
+        h.insert("retry-after", "86400".parse().unwrap());
+        assert_eq!(
+            RetryPolicy::default().next_delay(1, Duration::ZERO, retry_after(&h)),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn jitter_is_bounded() {
+        let p = RetryPolicy::default();
+        for _ in 0..100 {
+            let d = p.jittered(Duration::from_secs(1));
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_millis(1250),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

@@ -939,3 +939,50 @@ fn a_hung_store_is_bypassed_in_bounded_time() {
     );
     assert!(w.clock.get() - before <= TimeDelta::seconds(3));
 }
+
+/// A database connect that never answers is given up after 10 s and retried.
+#[test]
+fn a_hung_database_connect_is_bounded_and_retried() {
+    let w = World::m2m();
+    w.pg.fail_next.borrow_mut().push_back(HANG.to_owned());
+    let started = w.clock.get();
+    let db = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(db.source, CredentialSource::Minted);
+    let waited = w.clock.get() - started;
+    assert!(
+        waited >= TimeDelta::seconds(10) && waited <= TimeDelta::seconds(15),
+        "one 10 s deadline and a 1 s back-off: {waited}"
+    );
+}
+
+/// A lease that claims to last for centuries (written by an instance whose clock is far
+/// ahead) holds other instances off for at most 10 s of their own time.
+#[test]
+fn a_far_future_lease_is_honoured_for_ten_seconds_at_most() {
+    let w = World::m2m();
+    // A's clock is in 2300; its mint hangs after it wrote its lease.
+    w.ws.script(AUTOSCALING_ROUTE, Scripted::Hang);
+    let ahead = ManualClock::at("2300-01-01T00:00:00Z");
+    let config = block_on(Config::load(&w.vars)).unwrap();
+    let a = Lakebase::new(config, w.ws.clone(), w.kv.clone(), ahead);
+    let b = w.instance();
+    let started = w.clock.get();
+    let results = run_like_spin(vec![
+        task(async { a.credential().await.map(|_| ()) }),
+        task(async {
+            // B starts once A's lease is there.
+            while w.kv.keys_with(":lease:").is_empty() {
+                yield_now().await;
+            }
+            b.credential().await.map(|(_, source)| {
+                assert_eq!(source, CredentialSource::Minted);
+            })
+        }),
+    ]);
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    let waited = w.clock.get() - started;
+    assert!(
+        waited <= TimeDelta::seconds(25),
+        "B waited {waited} of its time, not until 2300"
+    );
+}

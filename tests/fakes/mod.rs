@@ -462,7 +462,8 @@ impl Http for FakeWorkspace {
     }
 }
 
-const HANG: &str = "(hang)";
+/// Scripted into `FakePg::fail_next`: that login never answers.
+pub const HANG: &str = "(hang)";
 
 /// A Postgres login: accepts a password only if it is a token that the workspace minted and
 /// that was not revoked. Records every login.
@@ -487,7 +488,11 @@ impl Connector for FakePg {
     type Connection = String;
     async fn open(&self, address: &Secret, _ca_root: Option<&str>) -> Result<String, String> {
         yield_now().await;
-        if let Some(msg) = self.fail_next.borrow_mut().pop_front() {
+        let next = self.fail_next.borrow_mut().pop_front();
+        if let Some(msg) = next {
+            if msg == HANG {
+                futures::future::pending::<()>().await;
+            }
             return Err(msg);
         }
         let text = address.expose();

@@ -56,7 +56,13 @@ fn parse_address(address: &str) -> Result<Address<'_>, String> {
     if database.is_empty() {
         return Ok(Address::Lakebase(ConnectOptions::default()));
     }
-    if database.contains(['/', '@', ':', '?', '#', ' ']) {
+    // A Postgres database name (at most 63 bytes) without URL syntax, spaces or controls.
+    if database.len() > 63
+        || database.contains(['/', '@', ':', '?', '#', '%', '\\'])
+        || database
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
         // Not echoed: it may hold a password.
         return Err("invalid Lakebase address: use `lakebase:` for the configured database, or `lakebase://<database>`; host, user and password come from the plugin's variables".to_owned());
     }
@@ -322,6 +328,26 @@ bindings::export!(Plugin with_types_in bindings);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_address_parses_without_panic_and_errors_do_not_echo(address in proptest::prelude::any::<String>()) {
+            match parse_address(&address) {
+                Ok(Address::PassThrough(a)) => proptest::prop_assert_eq!(a, address.as_str()),
+                Ok(Address::Lakebase(_)) => proptest::prop_assert!(address.starts_with(SCHEME)),
+                Err(e) => proptest::prop_assert!(address.len() < 4 || !e.contains(&address)),
+            }
+        }
+
+        #[test]
+        fn database_names_round_trip(db in "[A-Za-z_][A-Za-z0-9_$-]{0,62}") {
+            let address = format!("lakebase://{db}");
+            proptest::prop_assert_eq!(
+                parse_address(&address),
+                Ok(Address::Lakebase(ConnectOptions::default().database(db.clone())))
+            );
+        }
+    }
 
     #[test]
     fn lakebase_addresses_are_opt_in() {

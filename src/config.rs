@@ -285,9 +285,7 @@ impl RawConfig {
                 _ => {
                     return Err(Error::config(
                         var::PGPORT,
-                        format!(
-                            "variable `pgport` must be a port number from 1 to 65535, not `{p}`"
-                        ),
+                        "variable `pgport` must be a port number from 1 to 65535",
                     ));
                 }
             },
@@ -297,12 +295,11 @@ impl RawConfig {
             None | Some("require") => SslMode::Require,
             Some("prefer") => SslMode::Prefer,
             Some("disable") => SslMode::Disable,
-            Some(other) => {
+            Some(_) => {
+                // The value is not echoed: a misplaced secret must not reach a log.
                 return Err(Error::config(
                     var::PGSSLMODE,
-                    format!(
-                        "variable `pgsslmode` must be `require`, `prefer` or `disable`, not `{other}` (Spin verifies the certificate in every TLS mode)"
-                    ),
+                    "variable `pgsslmode` must be `require`, `prefer` or `disable` (Spin verifies the certificate in every TLS mode)",
                 ));
             }
         };

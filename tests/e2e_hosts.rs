@@ -510,3 +510,30 @@ async fn fault_matrix() {
         }
     }
 }
+
+/// The plugin composed without its parent's configuration: the error says what to add.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_without_inherited_configuration_says_so() {
+    plugin_wasm();
+    for kind in hosts() {
+        let up = Upstream::start().await;
+        let dir = temp_dir("noinherit");
+        let manifest = manifest_copy("crates/pg-consumer/spin.toml", &dir, |text| {
+            text.replace(", inherit_configuration = true", "")
+        });
+        let node = start(&kind, manifest, &up, &dir.join("state"), None);
+        let (status, body) =
+            tokio::task::block_in_place(|| node.get("/health?via=lakebase")).unwrap();
+        println!(
+            "{:7} plugin without inherit_configuration: {status} {body}",
+            kind.name()
+        );
+        assert_eq!(status, 500, "{}: {body}", kind.name());
+        assert!(
+            body.contains("inherit_configuration"),
+            "{}: the error names the fix: {body}",
+            kind.name()
+        );
+        assert_eq!(up.mints(), 0);
+    }
+}

@@ -249,10 +249,15 @@ async fn without_inherited_configuration_the_plugin_is_not_permitted() {
         message.contains("spin:postgres/postgres") && message.contains("is not permitted"),
         "{message}"
     );
+    // Through the plugin: its variables are all undefined (as on Spin), and the error says
+    // what to add.
     let (status, body) = call(&host, "GET", "/health?via=lakebase").await;
     assert_eq!(status, 500, "{body}");
     let message = body["error"].as_str().unwrap();
-    assert!(message.contains("not permitted"), "{message}");
+    assert!(
+        message.contains("inherit_configuration = true"),
+        "{message}"
+    );
     assert_eq!(p.mints(), 0);
 
     // Inheriting only some capability sets: variables and key-value, but no outbound hosts.

@@ -139,10 +139,10 @@ impl kv::GuestStore for NeverStore {
 }
 
 impl vars::Guest for Deny {
-    async fn get(_name: String) -> Result<String, vars::Error> {
-        Err(vars::Error::Other(not_permitted(
-            "spin:variables/variables",
-        )))
+    /// As on Spin 4.1 (checked by `tests/e2e_hosts.rs`): a dependency that does not inherit
+    /// the variables finds every one undefined, rather than "not permitted".
+    async fn get(name: String) -> Result<String, vars::Error> {
+        Err(vars::Error::Undefined(format!("no variable for {name:?}")))
     }
 }
 

@@ -13,10 +13,16 @@ if ! "$out/venv/bin/componentize-py" --version 2>/dev/null | grep -qx "component
 fi
 # Rebuild only when a source changed.
 wasm="$out/py-consumer.wasm"
-if [ -f "$wasm" ] && [ -z "$(find "$here/src" "$here/wit" -newer "$wasm" -type f | head -1)" ]; then
+root_wit="$here/../../wit/deps/spin-postgres@4.2.0"
+if [ -f "$wasm" ] && [ -z "$(find "$here/src" "$here/wit" "$root_wit" -newer "$wasm" -type f | head -1)" ]; then
     exit 0
 fi
+# The WIT: this component's world and WASI deps, plus spin:postgres from the repository's one
+# WIT tree (not a copy of it).
+rm -rf "$out/wit"
+cp -r "$here/wit" "$out/wit"
+cp -r "$root_wit" "$out/wit/deps/"
 cd "$here"
-VIRTUAL_ENV="$out/venv" "$out/venv/bin/componentize-py" -d wit -w py-consumer \
+VIRTUAL_ENV="$out/venv" "$out/venv/bin/componentize-py" -d "$out/wit" -w py-consumer \
     componentize -p src app -o "$wasm.tmp"
 mv "$wasm.tmp" "$wasm"

@@ -1,7 +1,11 @@
 //! Host bindings of Spin's interfaces (WIT vendored from the spin-sdk 7.0.0 crate).
 
 wasmtime::component::bindgen!({
-    path: ["wit/spin-postgres@4.2.0", "wit/spin-key-value@3.0.0", "wit/spin-variables@3.0.0"],
+    path: [
+        "../../wit/deps/spin-postgres@4.2.0",
+        "../../wit/deps/spin-key-value@3.0.0",
+        "../../wit/deps/spin-variables@3.0.0",
+    ],
     inline: "
         package devhost:host;
         world spin-host {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The load command: builds the app (.wasm) and the devhost, then runs examples/load.rs, which
+# The load command: builds the app (.wasm) and the devhost, then runs tests/e2e/examples/load.rs, which
 # starts a throwaway PostgreSQL, the emulated workspace and N host processes (the devhost or a
 # real Spin: $SPIN, else `spin` on the PATH) on one key-value store, and prints a table.
 # Options: ./scripts/load.sh --help
@@ -13,4 +13,4 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 unset RUST_BACKTRACE
 cargo build -q --target wasm32-wasip2 --release -p lakebase-notes
 cargo build -q -p lakebase-devhost --bin devhost
-exec cargo run -q --example load -- "$@"
+exec cargo run -q -p lakebase-e2e --example load -- "$@"

@@ -1,6 +1,7 @@
 //! The end-to-end stack: a throwaway PostgreSQL, the emulated Databricks workspace in front of
-//! it, and the real release `.wasm` of the app on the devhost.
-#![allow(dead_code)]
+//! it, and the real release `.wasm` of the app on the devhost (in-process) or on host processes
+//! (the devhost and a real Spin). A crate of its own so that the library's own tests build no
+//! wasmtime.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +19,11 @@ use serde_json::Value;
 pub const CREDENTIAL_ROUTE: &str = "POST /api/2.0/postgres/credentials";
 pub const TOKEN_ROUTE: &str = "POST /oidc/v1/token";
 
+/// The repository's root (this crate is `tests/e2e`).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .canonicalize()
+        .expect("the repository root")
 }
 
 /// Builds the release `.wasm` of the app once per test process (cargo makes it a no-op when

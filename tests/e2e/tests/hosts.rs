@@ -1,17 +1,15 @@
-//! End-to-end scenarios on host processes, each run on every host in [`e2e::hosts`]: the devhost
+//! End-to-end scenarios on host processes, each run on every host in [`lakebase_e2e::hosts`]: the devhost
 //! (reusing instances and running concurrent requests in them, as Spin 4.1 does) and a real Spin
 //! when one is found. A scenario that passes on one host and fails on the other is a bug.
 //!
-//! Spin cannot shift the guest clock: scenarios about the 45-minute limit stay in `e2e_app.rs`
+//! Spin cannot shift the guest clock: scenarios about the 45-minute limit stay in `tests/app.rs`
 //! (devhost only); here a re-mint under load comes from a short server lifetime instead.
-
-mod e2e;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::*;
+use lakebase_e2e::*;
 use lakebase_emulator::{DEFAULT_CLIENT_SECRET, DEFAULT_PAT};
 use lakebase_testkit::RedisServer;
 use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};

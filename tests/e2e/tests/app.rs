@@ -1,11 +1,9 @@
 //! End to end: the release `.wasm` of the app on the devhost, a real PostgreSQL behind the
 //! emulated workspace's login proxy. Each test starts its own stack.
 
-mod e2e;
-
 use std::time::Duration;
 
-use e2e::*;
+use lakebase_e2e::*;
 use lakebase_emulator::{Fault, FaultKind};
 use serde_json::Value;
 

@@ -28,7 +28,7 @@ use lakebase_testkit::{PgCluster, RedisServer};
 
 const HELP: &str = "load: concurrent clients against N host processes serving the notes app.
 
-USAGE: cargo run --example load -- [OPTIONS]   (or ./scripts/load.sh [OPTIONS])
+USAGE: cargo run -p lakebase-e2e --example load -- [OPTIONS]   (or ./scripts/load.sh [OPTIONS])
 
 OPTIONS:
   --hosts LIST       devhost, spin or both, comma-separated (default: devhost, and spin when
@@ -52,7 +52,9 @@ struct Args {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .canonicalize()
+        .expect("the repository root")
 }
 
 fn devhost() -> HostKind {

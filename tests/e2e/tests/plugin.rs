@@ -4,13 +4,11 @@
 //! - `crates/pg-consumer`: Rust, plain `spin_sdk::pg`, no dependency on this project;
 //! - `tests/python-consumer`: Python, built with componentize-py.
 
-mod e2e;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use e2e::*;
 use lakebase_devhost::Devhost;
+use lakebase_e2e::*;
 use lakebase_emulator::{Backend, DEFAULT_CLIENT_ID, Emulator, EmulatorOptions};
 use lakebase_testkit::PgCluster;
 use serde_json::Value;

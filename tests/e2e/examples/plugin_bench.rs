@@ -13,8 +13,8 @@
 //! the only difference. Run from the repository root:
 //!
 //! ```sh
-//! cargo run --profile bench-host --example plugin_bench            # 200 requests per row
-//! cargo run --profile bench-host --example plugin_bench -- 500      # more
+//! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench            # 200 requests per row
+//! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500      # more
 //! ```
 
 use std::collections::HashMap;
@@ -34,7 +34,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .canonicalize()
+        .expect("the repository root")
 }
 
 /// One HTTP/1.1 exchange on a fresh connection: status and body.

@@ -25,6 +25,9 @@ echo "==> format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "==> generated code: the plugin's bindings match their generator"
+./crates/plugin/generate-bindings.sh --check
+
 echo "==> the components (release .wasm): app, plugin, Rust consumers, deny adapter; Python consumer"
 cargo build --target wasm32-wasip2 --release \
     -p lakebase-notes -p lakebase-plugin -p lakebase-pg-consumer -p lakebase-deny-adapter \

@@ -52,7 +52,21 @@ pub struct Lakebase<H, K, C> {
     instance_id: String,
 }
 
+impl<H, K, C> std::fmt::Debug for Lakebase<H, K, C> {
+    /// The configuration (secrets shown as set, never their value) and whether a credential is
+    /// in memory; never a token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let in_memory = self.memory.lock().map(|m| m.is_some()).unwrap_or(false);
+        f.debug_struct("Lakebase")
+            .field("config", &self.config)
+            .field("credential_in_memory", &in_memory)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An open connection and the credential it logged in with.
+#[derive(Debug)]
 pub struct Connected<T> {
     /// The connection.
     pub connection: T,

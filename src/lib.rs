@@ -14,11 +14,9 @@
 //! let rows = db
 //!     .connection
 //!     .query("SELECT current_user::text", &[])
-//!     .await
-//!     .map_err(lakebase_spin::spin::database_error)?
+//!     .await?
 //!     .collect()
-//!     .await
-//!     .map_err(lakebase_spin::spin::database_error)?;
+//!     .await?;
 //! println!("{} rows, credential from {}", rows.len(), db.source.as_str());
 //! # Ok(()) }
 //! ```
@@ -26,6 +24,7 @@
 //! The decisions (expiry, retry, error classification, connection strings) are host-neutral and
 //! generic over the small traits in [`host`]; [`spin`] implements them for Spin.
 #![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
 
 mod cache;
 mod clock;

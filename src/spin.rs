@@ -176,11 +176,19 @@ pub fn lakebase_if_ready() -> Option<&'static SpinLakebase> {
 /// ```no_run
 /// # async fn run() -> Result<(), lakebase_spin::Error> {
 /// let db = lakebase_spin::spin::connect().await?;
-/// let rows = db.connection.query("SELECT 1", &[]).await.map_err(lakebase_spin::spin::database_error)?;
+/// let rows = db.connection.query("SELECT 1", &[]).await?;
 /// # Ok(()) }
 /// ```
 pub async fn connect() -> Result<Connected<spin_sdk::pg::Connection>, Error> {
     lakebase().await?.connect(&SpinPg).await
+}
+
+/// A `spin:postgres` error is a [`Error`] of kind `database` (SQLSTATE kept), so handlers can
+/// use `?` on queries.
+impl From<spin_sdk::pg::Error> for Error {
+    fn from(e: spin_sdk::pg::Error) -> Self {
+        database_error(e)
+    }
 }
 
 /// A query error from `spin:postgres` as a [`Error`] of kind `database`, SQLSTATE kept.

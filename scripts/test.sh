@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
     echo "==> installing ${need_apt[*]} from Debian's packages"
@@ -48,4 +49,8 @@ else
 fi
 echo "==> tests ($spin_tier)"
 cargo test --workspace
+
+echo "==> the run command under Ctrl-C, in a pseudo-terminal (devhost, then as run.sh picks)"
+RUN_HOST=devhost ./tests/run-ctrl-c.sh
+if [ -n "${SPIN:-}" ] || command -v spin >/dev/null 2>&1; then ./tests/run-ctrl-c.sh; fi
 echo "==> done. $spin_tier"

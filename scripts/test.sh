@@ -26,6 +26,10 @@ echo "==> format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "==> the library as a crate: docs without warnings, cargo publish --dry-run"
+RUSTDOCFLAGS="-D warnings" cargo doc -q -p lakebase-spin --no-deps
+cargo publish -q --dry-run -p lakebase-spin --allow-dirty
+
 echo "==> generated code: the plugin's bindings match their generator"
 ./crates/plugin/generate-bindings.sh --check
 

@@ -49,7 +49,8 @@ pub use clock::SystemClock;
 pub use config::{Config, SslMode, Target, WorkspaceAuth, var};
 pub use conn_string::{connection_string, redacted_connection_string};
 pub use credential::{
-    Credential, CredentialSource, MAX_REUSE, SERVER_EXPIRY_MARGIN, is_fresh, reuse_until,
+    Credential, CredentialSource, MAX_REUSE, SERVER_EXPIRY_MARGIN, SHORT_LIFETIME_SHARE, is_fresh,
+    reuse_until,
 };
 pub use error::{Error, ErrorKind};
 pub use lakebase::{ConnectOptions, Connected, Lakebase};

@@ -1,0 +1,39 @@
+use lakebase_spin::host::Clock as _;
+use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http_service;
+
+/// Answers `{"user": <current_user>, "credential": {"source": …, "expires_in_s": …}}`, logged in
+/// to Lakebase with a cached (or freshly minted) OAuth credential.
+#[http_service]
+async fn handle_{{project-name | snake_case}}(_req: Request) -> anyhow::Result<impl IntoResponse> {
+    let (status, body) = match current_user().await {
+        Ok(body) => (200, body),
+        Err(e) => {
+            // The error names what to fix (a variable, a permission) and never holds a secret.
+            let status = match e.kind() {
+                lakebase_spin::ErrorKind::Unavailable => 503,
+                lakebase_spin::ErrorKind::Configuration => 500,
+                _ => 502,
+            };
+            (status, serde_json::json!({"error": {"kind": e.kind().as_str(), "message": e.to_string()}}))
+        }
+    };
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.to_string()))
+}
+
+async fn current_user() -> Result<serde_json::Value, lakebase_spin::Error> {
+    let db = lakebase_spin::spin::connect().await?;
+    let rows = db.connection.query("SELECT current_user::text AS user", &[]).await?.collect().await?;
+    let user = rows.first().map(|r| r.get::<String>("user"));
+    let now = lakebase_spin::SystemClock.now().timestamp();
+    Ok(serde_json::json!({
+        "user": user,
+        "credential": {
+            "source": db.source.as_str(),
+            "expires_in_s": (db.credential.expires_at.timestamp() - now).max(0),
+        }
+    }))
+}

@@ -986,3 +986,112 @@ fn a_far_future_lease_is_honoured_for_ten_seconds_at_most() {
         "B waited {waited} of its time, not until 2300"
     );
 }
+
+/// The README's troubleshooting table cannot drift: for each error kind, the "typical message"
+/// (its first backtick-quoted text, `…` standing for any text) is what the library says for
+/// that kind, produced here.
+#[test]
+fn the_readme_troubleshooting_table_matches_the_errors() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("## Troubleshooting")
+        .nth(1)
+        .expect("a Troubleshooting section")
+        .split("\n\n")
+        .find(|block| block.contains("| kind |"))
+        .expect("the table");
+    let mut produced: Vec<(ErrorKind, String)> = Vec::new();
+    let err = |w: &World| block_on(w.instance().credential()).unwrap_err();
+    // configuration: no endpoint.
+    let e = block_on(Config::load(&MapVars::new(&[
+        ("databricks_host", HOST),
+        ("databricks_client_id", CLIENT_ID),
+        ("databricks_client_secret", CLIENT_SECRET),
+    ])))
+    .unwrap_err();
+    produced.push((e.kind(), e.to_string()));
+    // workspace_auth, permission, not_found, unavailable, bad_request: from the API.
+    for (route, status, body) in [
+        (
+            TOKEN_ROUTE,
+            401,
+            r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#,
+        ),
+        (
+            AUTOSCALING_ROUTE,
+            403,
+            r#"{"error_code":"PERMISSION_DENIED","message":"no"}"#,
+        ),
+        (
+            AUTOSCALING_ROUTE,
+            404,
+            r#"{"error_code":"NOT_FOUND","message":"no such endpoint"}"#,
+        ),
+        (
+            AUTOSCALING_ROUTE,
+            400,
+            r#"{"error_code":"INVALID_PARAMETER_VALUE","message":"bad"}"#,
+        ),
+    ] {
+        let w = World::m2m();
+        w.ws.script(route, Scripted::Status(status, None, body.into()));
+        let e = err(&w);
+        produced.push((e.kind(), e.to_string()));
+    }
+    let w = World::m2m();
+    for _ in 0..10 {
+        w.ws.script(
+            AUTOSCALING_ROUTE,
+            Scripted::Status(503, Some("1"), "busy".into()),
+        );
+    }
+    let e = err(&w);
+    produced.push((e.kind(), e.to_string()));
+    // database: a fresh token rejected again.
+    let w = World::m2m();
+    for _ in 0..2 {
+        w.pg.fail_next
+            .borrow_mut()
+            .push_back("FATAL: password authentication failed for user \"x\" (28P01)".into());
+    }
+    let e = block_on(w.instance().connect(&w.pg)).err().unwrap();
+    produced.push((e.kind(), e.to_string()));
+
+    let mut checked = 0;
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let kind = cells[0].trim_start_matches("| ").trim_matches('`');
+        // The first code span of the message cell (opened by one or more backticks).
+        let cell = cells[1];
+        let ticks = cell.chars().take_while(|c| *c == '`').count();
+        let typical = cell[ticks..]
+            .split(&"`".repeat(ticks))
+            .next()
+            .unwrap()
+            .trim();
+        let fragments: Vec<&str> = typical
+            .split('…')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect();
+        let matching = produced.iter().any(|(k, message)| {
+            k.as_str() == kind && {
+                let mut at = 0;
+                fragments.iter().all(|f| match message[at..].find(f) {
+                    Some(i) => {
+                        at += i + f.len();
+                        true
+                    }
+                    None => false,
+                })
+            }
+        });
+        assert!(
+            matching,
+            "README troubleshooting row `{kind}`: no {kind} error says {typical:?}; produced: {produced:#?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 7, "every kind has a row ({checked})");
+}

@@ -39,6 +39,7 @@ mod lakebase;
 mod log;
 #[cfg(test)]
 mod props;
+mod protocol;
 mod retry;
 mod seal;
 mod secret;

@@ -7,9 +7,9 @@ use proptest::prelude::*;
 use crate::config::{RawConfig, is_plain_host, normalize_workspace_url, parse_pem_certificates};
 use crate::conn_string::connection_string;
 use crate::credential::{CredentialRecord, reuse_until};
+use crate::protocol::parse_expiry;
 use crate::seal::Sealer;
 use crate::secret::Secret;
-use crate::workspace::parse_expiry;
 
 fn any_opt() -> impl Strategy<Value = Option<String>> {
     prop_oneof![

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use http::{HeaderValue, Method, header};
-use serde_json::{Value, json};
+use http::Method;
 
 use crate::cache;
 use crate::config::{Target, WorkspaceAuth, var};
@@ -15,6 +14,7 @@ use crate::error::{Cause, Error, ErrorKind};
 use crate::host::{Clock, Http, HttpRequest, HttpResponse, Kv};
 use crate::lakebase::Lakebase;
 use crate::log;
+use crate::protocol;
 use crate::retry::{is_retryable_status, retry_after, transport_configuration_error};
 use crate::secret::{Secret, scrub};
 
@@ -93,21 +93,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         client_id: &str,
         client_secret: &Secret,
     ) -> Result<(Secret, DateTime<Utc>), Error> {
-        let url = format!("{}/oidc/v1/token", self.config.workspace);
         let basic = basic_credentials(client_id, client_secret);
-        let build = || {
-            let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
-                .expect("base64 is a valid header value");
-            auth.set_sensitive(true);
-            http::Request::builder()
-                .method(Method::POST)
-                .uri(&url)
-                .header(header::AUTHORIZATION, auth)
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .header(header::ACCEPT, "application/json")
-                .body(b"grant_type=client_credentials&scope=all-apis".to_vec())
-                .expect("valid request")
-        };
+        let build = || protocol::token_request(&self.config.workspace, &basic);
         let what = "the OAuth token request";
         let response = self.send_with_retry(build, what).await?;
         let status = response.status().as_u16();
@@ -126,18 +113,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         if !(200..300).contains(&status) {
             return Err(self.status_error(&response, what));
         }
-        let parsed: Value = serde_json::from_slice(body).map_err(|_| self.unreadable(what))?;
-        let token = parsed
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| self.unreadable(what))?;
-        let lifetime = match parsed.get("expires_in") {
-            Some(Value::Number(n)) => n.as_i64(),
-            Some(Value::String(s)) => s.parse().ok(),
-            _ => None,
-        }
-        .unwrap_or(DEFAULT_WORKSPACE_TOKEN_LIFETIME);
+        let (token, lifetime) = protocol::parse_token(body).ok_or_else(|| self.unreadable(what))?;
+        let lifetime = lifetime.unwrap_or(DEFAULT_WORKSPACE_TOKEN_LIFETIME);
         // Bounded: a hostile or broken `expires_in` neither overflows nor caches for ever.
         let usable =
             lifetime.clamp(0, MAX_WORKSPACE_TOKEN_LIFETIME) - WORKSPACE_TOKEN_MARGIN.num_seconds();
@@ -157,31 +134,14 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<&[u8]>,
         what: &str,
-    ) -> Result<Value, Error> {
+    ) -> Result<Vec<u8>, Error> {
         let url = format!("{}{}", self.config.workspace, path);
         let mut refreshed = false;
         loop {
             let token = self.workspace_token(refreshed).await?;
-            let build = || {
-                let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
-                auth.set_sensitive(true);
-                let mut b = http::Request::builder()
-                    .method(method.clone())
-                    .uri(&url)
-                    .header(header::AUTHORIZATION, auth)
-                    .header(header::ACCEPT, "application/json");
-                let bytes = match &body {
-                    Some(v) => {
-                        b = b.header(header::CONTENT_TYPE, "application/json");
-                        serde_json::to_vec(v).expect("JSON value serializes")
-                    }
-                    None => Vec::new(),
-                };
-                b.body(bytes).expect("valid request")
-            };
+            let build = || protocol::api_request(method.clone(), &url, &token, body);
             let response = self.send_with_retry(build, what).await?;
             let status = response.status().as_u16();
             let oauth = matches!(self.config.auth, WorkspaceAuth::OAuthM2M { .. });
@@ -198,38 +158,27 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             if !(200..300).contains(&status) {
                 return Err(self.status_error(&response, what));
             }
-            return serde_json::from_slice(response.body()).map_err(|_| self.unreadable(what));
+            return Ok(response.into_body());
         }
     }
 
     /// Mints a database credential for the configured endpoint or instance.
     pub(crate) async fn mint_token(&self) -> Result<Minted, Error> {
-        let (path, body, field) = match &self.config.target {
-            Target::Endpoint(endpoint) => (
-                "/api/2.0/postgres/credentials",
-                json!({ "endpoint": endpoint }),
-                "expire_time",
-            ),
-            Target::Instance(instance) => (
-                "/api/2.0/database/credentials",
-                json!({ "instance_names": [instance], "request_id": uuid::Uuid::new_v4().to_string() }),
-                "expiration_time",
-            ),
-        };
+        let target = &self.config.target;
+        let (path, body) = protocol::credential_call(target, &uuid::Uuid::new_v4().to_string());
         let what = "the database credential request";
-        let value = self.call(Method::POST, path, Some(body), what).await?;
-        let token = value
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| self.unreadable(what))?;
-        let expires_at = match value.get(field).and_then(Value::as_str).map(parse_expiry) {
-            Some(Some(t)) => t,
-            _ => {
+        let answer = self.call(Method::POST, path, Some(&body), what).await?;
+        let (token, expiry) =
+            protocol::parse_credential(target, &answer).ok_or_else(|| self.unreadable(what))?;
+        let expires_at = match expiry {
+            Some(t) => t,
+            None => {
                 log::warn(&format!(
-                    "the credential response has no readable `{field}`; assuming it expires in one hour"
+                    "the credential response has no readable `{}`; assuming it expires in one hour",
+                    protocol::expiry_field(target)
                 ));
-                self.clock.now() + ASSUMED_LIFETIME
+                let now = self.clock.now();
+                now.checked_add_signed(ASSUMED_LIFETIME).unwrap_or(now)
             }
         };
         Ok(Minted {
@@ -240,21 +189,12 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
 
     /// The Postgres host of the endpoint or instance.
     pub(crate) async fn lookup_host(&self) -> Result<String, Error> {
-        let (path, pointer) = match &self.config.target {
-            Target::Endpoint(e) => (format!("/api/2.0/postgres/{e}"), "/status/hosts/host"),
-            Target::Instance(i) => (
-                format!("/api/2.0/database/instances/{i}"),
-                "/read_write_dns",
-            ),
-        };
-        let value = self
-            .call(Method::GET, &path, None, "the host look-up")
+        let what = "the host look-up";
+        let target = &self.config.target;
+        let answer = self
+            .call(Method::GET, &protocol::host_lookup_path(target), None, what)
             .await?;
-        let host = value
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .filter(|h| !h.is_empty())
-            .map(str::to_owned);
+        let host = protocol::parse_host(target, &answer).ok_or_else(|| self.unreadable(what))?;
         if let Some(h) = &host
             && !crate::config::is_plain_host(h)
         {
@@ -281,20 +221,11 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
 
     /// The calling user's name (SCIM `Me.userName`), the Postgres role of a PAT user.
     pub(crate) async fn lookup_user(&self) -> Result<String, Error> {
-        let value = self
-            .call(
-                Method::GET,
-                "/api/2.0/preview/scim/v2/Me",
-                None,
-                "the user look-up",
-            )
+        let what = "the user look-up";
+        let answer = self
+            .call(Method::GET, protocol::ME_PATH, None, what)
             .await?;
-        value
-            .get("userName")
-            .and_then(Value::as_str)
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| self.unreadable("the user look-up"))
+        protocol::parse_user(&answer).ok_or_else(|| self.unreadable("the user look-up"))
     }
 
     /// Sends a request, retrying 429/502/503/504 and network errors within the policy.
@@ -437,31 +368,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// A short, secret-free summary of an error body: `CODE: message`, OAuth `error: description`,
     /// the text, or what kind of body it was; at most [`log::CAP`] characters, secrets scrubbed.
     fn server_message(&self, body: &[u8]) -> String {
-        let text = String::from_utf8_lossy(body);
-        let trimmed = text.trim();
-        let summary = if trimmed.is_empty() {
-            "empty body".to_owned()
-        } else if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
-            let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-            match (
-                s("error_code"),
-                s("message"),
-                s("error"),
-                s("error_description"),
-            ) {
-                (Some(code), Some(msg), _, _) => format!("{code}: {msg}"),
-                (Some(code), None, _, _) => code,
-                (None, Some(msg), _, _) => msg,
-                (None, None, Some(err), Some(desc)) => format!("{err}: {desc}"),
-                (None, None, Some(err), None) => err,
-                _ => "unrecognised JSON body".to_owned(),
-            }
-        } else if trimmed.starts_with('<') {
-            "an HTML page".to_owned()
-        } else {
-            trimmed.to_owned()
-        };
-        log::cap(&self.scrub(&summary))
+        log::cap(&self.scrub(&protocol::error_summary(body)))
     }
 
     /// `text` without any secret in hand, raw or encoded: the client secret or PAT, the
@@ -501,36 +408,4 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
 fn basic_credentials(client_id: &str, client_secret: &Secret) -> String {
     base64::engine::general_purpose::STANDARD
         .encode(format!("{client_id}:{}", client_secret.expose()))
-}
-
-/// RFC 3339 with any number of fractional digits, `Z` or an offset.
-pub(crate) fn parse_expiry(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expiry_with_and_without_fractions() {
-        let base = parse_expiry("2026-02-06T18:00:00Z").unwrap();
-        assert_eq!(base.timestamp(), 1_770_400_800);
-        for s in [
-            "2026-02-06T18:00:00.000Z",
-            "2026-02-06T18:00:00.123456Z",
-            "2026-02-06T18:00:00.123456789Z",
-            "2026-02-06T19:00:00+01:00",
-        ] {
-            assert_eq!(
-                parse_expiry(s).unwrap().timestamp(),
-                base.timestamp(),
-                "{s}"
-            );
-        }
-        assert!(parse_expiry("tomorrow").is_none());
-        assert!(parse_expiry("").is_none());
-    }
 }

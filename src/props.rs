@@ -101,6 +101,10 @@ proptest! {
 
     #[test]
     fn connection_strings_round_trip(user in any::<String>(), password in any::<String>(), db in any::<String>(), port in 1u16..) {
+        // The oracle is a WHATWG URL parser, which reads a database named `.` or `..` (also
+        // `%2E`) as a dot segment of the path; tokio-postgres, which Spin and the devhost use,
+        // takes the path as it is, so those names are fine there and left out here.
+        prop_assume!(db != "." && db != "..");
         let s = connection_string(&user, &Secret::new(password.clone()), "ep-1.example.com", port, &db, crate::SslMode::Require);
         let url = url::Url::parse(s.expose()).unwrap();
         let dec = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8().unwrap().into_owned();

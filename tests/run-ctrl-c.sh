@@ -40,7 +40,8 @@ pgrep -f "lakebase-emulator.*--pg-backend 127.0.0.1:$pg_port" >/dev/null && left
 pgrep -f "up --listen 127.0.0.1:$port" >/dev/null && left="$left host"
 [ -z "$left" ] || fail "left running after Ctrl-C:$left"
 [ ! -e "$workdir" ] || fail "$workdir was not removed"
-ss -ltn | grep -q ":$pg_port " && fail "PostgreSQL still listens on $pg_port"
+python3 -c 'import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) else 1)' "$pg_port" \
+    || fail "PostgreSQL still listens on $pg_port"
 tmux kill-session -t "$session" 2>/dev/null || true
 rm -f "$log"
 echo "run-ctrl-c: ok: the app answered 200, Ctrl-C stopped PostgreSQL, the emulator and the host, and removed $workdir"

@@ -12,16 +12,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Target, WorkspaceAuth};
-use crate::credential::{Credential, CredentialRecord};
 use crate::host::Kv;
 use crate::log;
 use crate::seal::Sealer;
-use crate::secret::Secret;
 
 /// The keys of one configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +102,7 @@ impl Cache {
 
     /// Reads a sealed JSON record; `None` on absence, a value that does not open or parse, or a
     /// store failure (logged).
-    async fn read<T: for<'de> Deserialize<'de>>(
+    pub async fn read<T: for<'de> Deserialize<'de>>(
         &self,
         kv: &impl Kv,
         key: &str,
@@ -135,7 +132,7 @@ impl Cache {
         }
     }
 
-    async fn write(&self, kv: &impl Kv, key: &str, value: &impl Serialize, what: &str) {
+    pub async fn write(&self, kv: &impl Kv, key: &str, value: &impl Serialize, what: &str) {
         let Some(sealed) = serde_json::to_vec(value)
             .ok()
             .and_then(|plain| self.sealer.seal(key, &plain))
@@ -149,38 +146,6 @@ impl Cache {
                 log::cap(&e)
             ));
         }
-    }
-
-    pub async fn read_credential(&self, kv: &impl Kv) -> Option<Credential> {
-        self.read::<CredentialRecord>(kv, &self.keys.credential, "credential")
-            .await?
-            .into_credential()
-    }
-
-    pub async fn write_credential(&self, kv: &impl Kv, credential: &Credential) {
-        let record = CredentialRecord::from_credential(credential);
-        self.write(kv, &self.keys.credential, &record, "credential")
-            .await
-    }
-
-    pub async fn read_workspace_token(&self, kv: &impl Kv) -> Option<(Secret, DateTime<Utc>)> {
-        let r: WorkspaceTokenRecord = self
-            .read(kv, &self.keys.workspace_token, "workspace token")
-            .await?;
-        if r.v != RECORD_VERSION || r.token.is_empty() {
-            return None;
-        }
-        Some((Secret::new(r.token), DateTime::from_timestamp(r.until, 0)?))
-    }
-
-    pub async fn write_workspace_token(&self, kv: &impl Kv, token: &Secret, until: DateTime<Utc>) {
-        let record = WorkspaceTokenRecord {
-            v: RECORD_VERSION,
-            token: token.expose().to_owned(),
-            until: until.timestamp(),
-        };
-        self.write(kv, &self.keys.workspace_token, &record, "workspace token")
-            .await
     }
 
     pub async fn read_lease(&self, kv: &impl Kv) -> Option<Lease> {
@@ -204,15 +169,6 @@ pub(crate) async fn delete(kv: &impl Kv, key: &str, what: &str) {
     }
 }
 
-/// A cached OAuth workspace token.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct WorkspaceTokenRecord {
-    pub v: u32,
-    pub token: String,
-    /// Unix seconds after which it is not used.
-    pub until: i64,
-}
-
 /// "Instance `holder` is minting until `until`": lets other instances wait for its record
 /// instead of minting too. Best effort only: the store has no compare-and-swap, so two instances
 /// may both mint, which is harmless (Lakebase tokens coexist).
@@ -226,16 +182,16 @@ pub(crate) struct Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RawConfig;
+    use crate::config::ConfigBuilder;
 
     fn config(endpoint: &str, user: Option<&str>) -> Config {
-        RawConfig {
+        ConfigBuilder {
             host: Some("adb-1.cloud.databricks.com".into()),
             client_id: Some("c1".into()),
             client_secret: Some("s1".into()),
             endpoint: Some(endpoint.into()),
             pguser: user.map(str::to_owned),
-            ..RawConfig::default()
+            ..ConfigBuilder::default()
         }
         .validate()
         .unwrap()

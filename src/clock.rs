@@ -1,4 +1,5 @@
-//! The system clock. The only place in the crate that reads the wall clock.
+//! The system clock. The only place in the crate that reads the wall clock. Its sleep is
+//! Spin's timer, so it comes with the `spin` feature.
 
 use std::time::Duration;
 

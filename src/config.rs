@@ -9,7 +9,7 @@ use crate::host::Vars;
 use crate::secret::Secret;
 
 /// The Spin variable names. They are the public interface of the app and the plugin.
-pub mod var {
+pub(crate) mod var {
     /// Workspace URL; a bare host gets `https://`.
     pub const DATABRICKS_HOST: &str = "databricks_host";
     /// Service principal client id (OAuth M2M).
@@ -34,6 +34,22 @@ pub mod var {
     pub const PGUSER: &str = "pguser";
     /// PEM of a custom CA for the database's TLS.
     pub const LAKEBASE_CA_ROOT: &str = "lakebase_ca_root";
+
+    /// Every name, in the order of the configuration table.
+    pub const ALL: [&str; 12] = [
+        DATABRICKS_HOST,
+        DATABRICKS_CLIENT_ID,
+        DATABRICKS_CLIENT_SECRET,
+        DATABRICKS_TOKEN,
+        LAKEBASE_ENDPOINT,
+        LAKEBASE_INSTANCE,
+        PGHOST,
+        PGPORT,
+        PGDATABASE,
+        PGSSLMODE,
+        PGUSER,
+        LAKEBASE_CA_ROOT,
+    ];
 }
 
 /// How the app proves itself to the workspace.
@@ -111,27 +127,29 @@ impl SslMode {
     }
 }
 
-/// The validated configuration.
+/// The validated configuration: from the host's variables ([`Config::load`]) or built in code
+/// ([`Config::builder`]). `Debug` shows whether a secret is set, never its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Workspace base URL, e.g. `https://adb-1.cloud.databricks.com` (no trailing `/`).
-    pub workspace: String,
+    pub(crate) workspace: String,
     /// Workspace authentication.
-    pub auth: WorkspaceAuth,
+    pub(crate) auth: WorkspaceAuth,
     /// Endpoint or instance.
-    pub target: Target,
+    pub(crate) target: Target,
     /// Postgres host, or `None` to look it up through the API.
-    pub pghost: Option<String>,
+    pub(crate) pghost: Option<String>,
     /// Postgres port.
-    pub pgport: u16,
+    pub(crate) pgport: u16,
     /// Database name.
-    pub pgdatabase: String,
+    pub(crate) pgdatabase: String,
     /// TLS mode.
-    pub sslmode: SslMode,
+    pub(crate) sslmode: SslMode,
     /// Postgres role, or `None` for the client id / SCIM user name.
-    pub pguser: Option<String>,
+    pub(crate) pguser: Option<String>,
     /// PEM of a custom CA root for the database TLS.
-    pub ca_root: Option<String>,
+    pub(crate) ca_root: Option<String>,
 }
 
 /// Default Postgres port.
@@ -140,52 +158,125 @@ pub const DEFAULT_PGPORT: u16 = 5432;
 pub const DEFAULT_PGDATABASE: &str = "databricks_postgres";
 
 impl Config {
+    /// A builder taking the values of the variables by name (see the README's configuration
+    /// table), validated by [`ConfigBuilder::build`] exactly as [`Config::load`] validates them.
+    ///
+    /// ```
+    /// let config = lakebase_spin::Config::builder()
+    ///     .set("databricks_host", "adb-1234.5.azuredatabricks.net")
+    ///     .set("databricks_client_id", "00000000-0000-0000-0000-000000000000")
+    ///     .set("databricks_client_secret", "dose-secret")
+    ///     .set("lakebase_endpoint", "projects/p/branches/b/endpoints/e")
+    ///     .build()?;
+    /// assert_eq!(config.workspace_url(), "https://adb-1234.5.azuredatabricks.net");
+    /// # Ok::<(), lakebase_spin::Error>(())
+    /// ```
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// The workspace URL, normalised (`https://…`, no trailing `/`).
+    pub fn workspace_url(&self) -> &str {
+        &self.workspace
+    }
+
+    /// The Autoscaling endpoint or Provisioned instance.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The TLS mode of database connections.
+    pub fn sslmode(&self) -> SslMode {
+        self.sslmode
+    }
+
     /// Reads and validates every variable.
     pub async fn load(vars: &impl Vars) -> Result<Config, Error> {
-        let mut raw = RawConfig::default();
-        for (name, slot) in [
-            (var::DATABRICKS_HOST, &mut raw.host),
-            (var::DATABRICKS_CLIENT_ID, &mut raw.client_id),
-            (var::DATABRICKS_CLIENT_SECRET, &mut raw.client_secret),
-            (var::DATABRICKS_TOKEN, &mut raw.token),
-            (var::LAKEBASE_ENDPOINT, &mut raw.endpoint),
-            (var::LAKEBASE_INSTANCE, &mut raw.instance),
-            (var::PGHOST, &mut raw.pghost),
-            (var::PGPORT, &mut raw.pgport),
-            (var::PGDATABASE, &mut raw.pgdatabase),
-            (var::PGSSLMODE, &mut raw.pgsslmode),
-            (var::PGUSER, &mut raw.pguser),
-            (var::LAKEBASE_CA_ROOT, &mut raw.ca_root),
-        ] {
+        let mut raw = ConfigBuilder::default();
+        for name in var::ALL {
             let value = vars
                 .get(name)
                 .await
                 .map_err(|e| Error::config(name, format!("cannot read variable `{name}`: {e}")))?;
-            *slot = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+            if let Some(value) = value {
+                raw = raw.set(name, value);
+            }
         }
         raw.validate()
     }
 }
 
-/// Variable values before validation (`None` = unset or empty).
+/// Variable values before validation (`None` = unset or empty): [`Config::builder`].
 #[derive(Default)]
-pub(crate) struct RawConfig {
-    pub host: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub token: Option<String>,
-    pub endpoint: Option<String>,
-    pub instance: Option<String>,
-    pub pghost: Option<String>,
-    pub pgport: Option<String>,
-    pub pgdatabase: Option<String>,
-    pub pgsslmode: Option<String>,
-    pub pguser: Option<String>,
-    pub ca_root: Option<String>,
+pub struct ConfigBuilder {
+    pub(crate) host: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) instance: Option<String>,
+    pub(crate) pghost: Option<String>,
+    pub(crate) pgport: Option<String>,
+    pub(crate) pgdatabase: Option<String>,
+    pub(crate) pgsslmode: Option<String>,
+    pub(crate) pguser: Option<String>,
+    pub(crate) ca_root: Option<String>,
+    /// A name given to [`ConfigBuilder::set`] that is not a variable.
+    pub(crate) unknown: Option<String>,
 }
 
-impl RawConfig {
-    fn is_empty(&self) -> bool {
+impl std::fmt::Debug for ConfigBuilder {
+    /// Which variables are set, never their values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set: Vec<&str> = var::ALL
+            .iter()
+            .zip(self.slots_ref())
+            .filter(|(_, v)| v.is_some())
+            .map(|(name, _)| *name)
+            .collect();
+        f.debug_struct("ConfigBuilder").field("set", &set).finish()
+    }
+}
+
+impl ConfigBuilder {
+    /// Sets the variable `name` (a name of the configuration table, e.g. `databricks_host`) to
+    /// `value`; surrounding space is trimmed and an empty value counts as unset. An unknown name
+    /// is reported by [`ConfigBuilder::build`].
+    pub fn set(mut self, name: &str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        let value = Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+        match self.slot(name) {
+            Some(slot) => *slot = value,
+            None => self.unknown = Some(name.to_owned()),
+        }
+        self
+    }
+
+    /// Validates the values into a [`Config`]; the error names the variable to fix.
+    pub fn build(self) -> Result<Config, Error> {
+        self.validate()
+    }
+
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name {
+            var::DATABRICKS_HOST => &mut self.host,
+            var::DATABRICKS_CLIENT_ID => &mut self.client_id,
+            var::DATABRICKS_CLIENT_SECRET => &mut self.client_secret,
+            var::DATABRICKS_TOKEN => &mut self.token,
+            var::LAKEBASE_ENDPOINT => &mut self.endpoint,
+            var::LAKEBASE_INSTANCE => &mut self.instance,
+            var::PGHOST => &mut self.pghost,
+            var::PGPORT => &mut self.pgport,
+            var::PGDATABASE => &mut self.pgdatabase,
+            var::PGSSLMODE => &mut self.pgsslmode,
+            var::PGUSER => &mut self.pguser,
+            var::LAKEBASE_CA_ROOT => &mut self.ca_root,
+            _ => return None,
+        })
+    }
+
+    /// The values in the order of [`var::ALL`].
+    fn slots_ref(&self) -> [&Option<String>; 12] {
         [
             &self.host,
             &self.client_id,
@@ -200,11 +291,22 @@ impl RawConfig {
             &self.pguser,
             &self.ca_root,
         ]
-        .iter()
-        .all(|v| v.is_none())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots_ref().iter().all(|v| v.is_none())
     }
 
     pub(crate) fn validate(self) -> Result<Config, Error> {
+        if let Some(name) = &self.unknown {
+            return Err(Error::new(
+                crate::error::ErrorKind::Configuration,
+                format!(
+                    "`{name}` is not a Lakebase variable: use the names of the configuration table ({})",
+                    var::ALL.join(", ")
+                ),
+            ));
+        }
         if self.is_empty() {
             // Spin answers every variable read of a component dependency that was not given
             // the parent's configuration as missing: say that, not only "set databricks_host".
@@ -499,13 +601,13 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
 
-    fn raw() -> RawConfig {
-        RawConfig {
+    fn raw() -> ConfigBuilder {
+        ConfigBuilder {
             host: Some("adb-1.cloud.databricks.com".into()),
             client_id: Some("6f1c2a3e-0000-4000-8000-000000000001".into()),
             client_secret: Some("dose-very-secret".into()),
             endpoint: Some("projects/p/branches/b/endpoints/e".into()),
-            ..RawConfig::default()
+            ..ConfigBuilder::default()
         }
     }
 
@@ -562,30 +664,30 @@ mod tests {
 
     #[test]
     fn every_error_names_its_variable() {
-        let cases: Vec<(RawConfig, &str)> = vec![
+        let cases: Vec<(ConfigBuilder, &str)> = vec![
             (
-                RawConfig {
+                ConfigBuilder {
                     host: None,
                     ..raw()
                 },
                 "databricks_host",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     client_secret: None,
                     ..raw()
                 },
                 "databricks_client_secret",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     client_id: None,
                     ..raw()
                 },
                 "databricks_client_id",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     client_id: None,
                     client_secret: None,
                     ..raw()
@@ -593,63 +695,63 @@ mod tests {
                 "databricks_client_id",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     token: Some("dapi1".into()),
                     ..raw()
                 },
                 "databricks_token",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     endpoint: None,
                     ..raw()
                 },
                 "lakebase_endpoint",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     instance: Some("i".into()),
                     ..raw()
                 },
                 "lakebase_instance",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     endpoint: Some("projects/p/endpoints/e".into()),
                     ..raw()
                 },
                 "lakebase_endpoint",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     pgport: Some("0".into()),
                     ..raw()
                 },
                 "pgport",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     pgport: Some("54x".into()),
                     ..raw()
                 },
                 "pgport",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     pgsslmode: Some("verify-full".into()),
                     ..raw()
                 },
                 "pgsslmode",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     pghost: Some("postgres://h".into()),
                     ..raw()
                 },
                 "pghost",
             ),
             (
-                RawConfig {
+                ConfigBuilder {
                     ca_root: Some("not a pem".into()),
                     ..raw()
                 },
@@ -666,7 +768,7 @@ mod tests {
 
     #[test]
     fn pat_and_instance() {
-        let c = RawConfig {
+        let c = ConfigBuilder {
             client_id: None,
             client_secret: None,
             token: Some("dapi123".into()),
@@ -691,7 +793,7 @@ mod tests {
                 Some("ep-1.database.cloud.databricks.com"),
                 Some("10.0.0.5"),
             ] {
-                let e = RawConfig {
+                let e = ConfigBuilder {
                     pghost: host.map(str::to_owned),
                     pgsslmode: Some(mode.into()),
                     ..raw()
@@ -702,7 +804,7 @@ mod tests {
                 assert!(e.message().contains("loopback"), "{e}");
             }
             for host in ["127.0.0.1", "127.0.0.2", "::1", "localhost"] {
-                let c = RawConfig {
+                let c = ConfigBuilder {
                     pghost: Some(host.into()),
                     pgsslmode: Some(mode.into()),
                     ..raw()
@@ -723,7 +825,7 @@ mod tests {
             "projects/p/branches/b/endpoints/e/extra",
             "projects//branches/b/endpoints/e",
         ] {
-            let e = RawConfig {
+            let e = ConfigBuilder {
                 endpoint: Some(bad.into()),
                 ..raw()
             }
@@ -733,7 +835,7 @@ mod tests {
             assert!(!e.message().contains(bad), "not echoed: {e}");
         }
         for bad in ["a/b", "a b", "a?b", "a\u{0}b", ""] {
-            let raw = RawConfig {
+            let raw = ConfigBuilder {
                 endpoint: None,
                 instance: Some(bad.into()),
                 ..raw()
@@ -748,7 +850,7 @@ mod tests {
             );
         }
         for bad in ["h1,h2", "h:5432", "user@h", "h/db", "-h", "h..x", "a b"] {
-            let e = RawConfig {
+            let e = ConfigBuilder {
                 pghost: Some(bad.into()),
                 ..raw()
             }
@@ -789,7 +891,7 @@ mod tests {
             "no pem at all".to_owned(),
         ] {
             assert!(parse_pem_certificates(&bad).is_none(), "{bad}");
-            let e = RawConfig {
+            let e = ConfigBuilder {
                 ca_root: Some(bad),
                 ..raw()
             }

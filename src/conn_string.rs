@@ -18,7 +18,7 @@ fn enc(s: &str) -> String {
 
 /// `postgres://user:password@host:port/database?sslmode=…` in URL form, the form Spin's
 /// `spin:postgres` parses. The result holds the password, so it is a [`Secret`].
-pub fn connection_string(
+pub(crate) fn connection_string(
     user: &str,
     password: &Secret,
     host: &str,
@@ -41,26 +41,6 @@ pub fn connection_string(
         enc(database),
         sslmode.as_str()
     ))
-}
-
-/// The same string with the password replaced, for logs and error messages.
-pub fn redacted_connection_string(
-    user: &str,
-    host: &str,
-    port: u16,
-    database: &str,
-    sslmode: SslMode,
-) -> String {
-    connection_string(
-        user,
-        &Secret::new("REDACTED"),
-        host,
-        port,
-        database,
-        sslmode,
-    )
-    .expose()
-    .to_owned()
 }
 
 #[cfg(test)]
@@ -130,10 +110,9 @@ mod tests {
     }
 
     #[test]
-    fn secret_debug_and_redacted_form() {
+    fn the_string_is_a_secret() {
         let s = connection_string("u", &Secret::new("tok-123"), "h", 1, "d", SslMode::Prefer);
         assert!(!format!("{s:?}").contains("tok-123"));
-        let r = redacted_connection_string("u", "h", 1, "d", SslMode::Prefer);
-        assert_eq!(r, "postgres://u:REDACTED@h:1/d?sslmode=prefer");
+        assert_eq!(s.expose(), "postgres://u:tok-123@h:1/d?sslmode=prefer");
     }
 }

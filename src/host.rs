@@ -45,13 +45,27 @@ pub trait Vars {
     async fn get(&self, name: &str) -> Result<Option<String>, String>;
 }
 
-/// Opens Postgres connections. `address` is a full connection string holding a password.
+/// Opens Postgres connections. `address` is a full connection string holding a password;
+/// `ca_root` the PEM of a CA to trust for its TLS, if one is set.
 pub trait Connector {
     /// The open connection.
     type Connection;
     /// Opens a connection; the error is the host's text (Spin reports every connect failure as a
     /// string, with the server's SQLSTATE inside when there was one).
     async fn open(
+        &self,
+        address: &crate::Secret,
+        ca_root: Option<&str>,
+    ) -> Result<Self::Connection, String>;
+}
+
+/// Opens Postgres connections without waiting, for synchronous callers (see
+/// [`crate::Lakebase::connect_now`]). The arguments are those of [`Connector::open`].
+pub trait ConnectorNow {
+    /// The open connection.
+    type Connection;
+    /// Opens a connection; the error is the host's text.
+    fn open_now(
         &self,
         address: &crate::Secret,
         ca_root: Option<&str>,

@@ -4,19 +4,22 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use std::sync::Mutex;
 
 use crate::cache::{self, Cache, Lease};
-use crate::config::{Config, WorkspaceAuth, var};
+use crate::config::{Config, WorkspaceAuth};
 use crate::conn_string::connection_string;
 use crate::credential::{Credential, CredentialSource};
-use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, TimedKv, within};
-use crate::error::{Cause, Error, ErrorKind};
+use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, within};
+use crate::error::{Error, ErrorKind};
 use crate::flight::{Flight, next_poll};
-use crate::host::{Clock, Connector, Http, Kv};
+use crate::host::{Clock, Connector, ConnectorNow, Http, Kv};
 use crate::log;
-use crate::retry::RetryPolicy;
+use crate::login::{LoginFailure, classify_login_failure, login_error, rejected_twice};
+use crate::retry::{self, Attempt, RetryPolicy, Stop};
+use crate::seams::Seams;
 use crate::secret::{Secret, scrub};
+use crate::tier::Tier;
+use crate::workspace::WorkspaceClient;
 
 /// A record minted more than this far in the future (by the reader's clock) is not believed.
 const MAX_CLOCK_AHEAD: TimeDelta = TimeDelta::minutes(1);
@@ -41,35 +44,33 @@ fn elapsed(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
 /// One per WebAssembly instance (see [`crate::spin::lakebase`]); concurrent requests in the
 /// instance share it and so share one in-flight mint.
 pub struct Lakebase<H, K, C> {
-    pub(crate) config: Config,
-    pub(crate) http: H,
-    pub(crate) kv: K,
-    pub(crate) clock: C,
-    pub(crate) cache: Cache,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) workspace_token: Mutex<Option<(Secret, DateTime<Utc>)>>,
-    memory: Mutex<Option<Credential>>,
+    config: Config,
+    seams: Seams<H, K, C>,
+    workspace: WorkspaceClient,
+    /// The database credential: memory, then the shared store.
+    credential: Tier<Credential>,
     flight: Flight,
-    /// Until when (Unix ms) the key-value store is skipped after it timed out.
-    kv_skip_until_ms: std::sync::atomic::AtomicI64,
     instance_id: String,
 }
 
-impl<H, K, C> std::fmt::Debug for Lakebase<H, K, C> {
+impl<H, K, C: Clock> std::fmt::Debug for Lakebase<H, K, C> {
     /// The configuration (secrets shown as set, never their value) and whether a credential is
     /// in memory; never a token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let in_memory = self.memory.lock().map(|m| m.is_some()).unwrap_or(false);
         f.debug_struct("Lakebase")
             .field("config", &self.config)
-            .field("credential_in_memory", &in_memory)
-            .field("retry", &self.retry)
+            .field(
+                "credential_in_memory",
+                &self.credential.in_memory().is_some(),
+            )
+            .field("retry", &self.seams.retry)
             .finish_non_exhaustive()
     }
 }
 
 /// An open connection and the credential it logged in with.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Connected<T> {
     /// The connection.
     pub connection: T,
@@ -85,6 +86,8 @@ pub struct Connected<T> {
 pub struct ConnectOptions {
     /// Database to log in to instead of the configured `pgdatabase`.
     pub database: Option<String>,
+    /// PEM of a CA to trust for this connection instead of `lakebase_ca_root`.
+    pub ca_root: Option<String>,
 }
 
 impl ConnectOptions {
@@ -93,66 +96,33 @@ impl ConnectOptions {
         self.database = Some(database.into());
         self
     }
-}
 
-/// What a failed login means.
-#[derive(Debug, PartialEq, Eq)]
-enum LoginFailure {
-    /// The token was rejected (`28P01`): drop it and mint once more.
-    Rejected,
-    /// Someone must change something; do not retry.
-    Fatal(ErrorKind, Option<&'static str>),
-    /// May pass on its own (refused, reset, a scale-to-zero endpoint waking up).
-    Transient,
-}
-
-fn classify_login_failure(message: &str) -> LoginFailure {
-    let m = message.to_ascii_lowercase();
-    if m.contains("28p01")
-        || m.contains("password authentication failed")
-        || m.contains("not a valid jwt")
-    {
-        LoginFailure::Rejected
-    } else if m.contains("28000") || (m.contains("role") && m.contains("does not exist")) {
-        LoginFailure::Fatal(ErrorKind::Permission, Some(var::PGUSER))
-    } else if m.contains("3d000") || (m.contains("database") && m.contains("does not exist")) {
-        LoginFailure::Fatal(ErrorKind::NotFound, Some(var::PGDATABASE))
-    } else if m.contains("not allowed")
-        || m.contains("not permitted")
-        || m.contains("allowed_outbound_hosts")
-        || m.contains("invalid connection string")
-        || m.contains("invalid configuration")
-    {
-        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGHOST))
-    } else if m.contains("certificate") || m.contains("unknownissuer") || m.contains("invalid peer")
-    {
-        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_CA_ROOT))
-    } else {
-        LoginFailure::Transient
+    /// Trusts the CA of this PEM for this connection instead of `lakebase_ca_root`.
+    pub fn ca_root(mut self, pem: impl Into<String>) -> Self {
+        self.ca_root = Some(pem.into());
+        self
     }
 }
 
 impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// A client for `config` over the given host seams.
     pub fn new(config: Config, http: H, kv: K, clock: C) -> Self {
+        let cache = Cache::new(&config);
+        let workspace = WorkspaceClient::new(&config, cache.keys.workspace_token.clone());
+        let credential = Tier::new(cache.keys.credential.clone());
         Lakebase {
-            cache: Cache::new(&config),
             config,
-            http,
-            kv,
-            clock,
-            retry: RetryPolicy::default(),
-            workspace_token: Mutex::new(None),
-            memory: Mutex::new(None),
+            seams: Seams::new(http, kv, clock, cache),
+            workspace,
+            credential,
             flight: Flight::default(),
-            kv_skip_until_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             instance_id: uuid::Uuid::new_v4().to_string(),
         }
     }
 
-    /// Replaces the retry policy (tests use a short one).
+    /// Replaces the retry policy of the Databricks API and of Postgres connects.
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+        self.seams.retry = retry;
         self
     }
 
@@ -166,11 +136,12 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// instance share one load (see `flight.rs`: they wait on host timers, never on each
     /// other); other instances that see a mint in progress wait for it.
     pub async fn credential(&self) -> Result<(Credential, CredentialSource), Error> {
+        let clock = &self.seams.clock;
         let mark = self.flight.mark();
-        let started = self.clock.now();
+        let started = clock.now();
         let mut poll = None;
         loop {
-            if let Some(c) = self.fresh_in_memory() {
+            if let Some(c) = self.credential.fresh_in_memory(clock.now()) {
                 return Ok((c, CredentialSource::Memory));
             }
             if let Some(e) = self.flight.failure_since(mark) {
@@ -178,10 +149,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             }
             if let Some(ticket) = self.flight.try_begin() {
                 // Looked again under the ticket: a load may have ended since the first look.
-                if let Some(c) = self.fresh_in_memory() {
+                if let Some(c) = self.credential.fresh_in_memory(clock.now()) {
                     return Ok((c, CredentialSource::Memory));
                 }
-                let result = within(&self.clock, LOAD_TIMEOUT, self.load())
+                let result = within(clock, LOAD_TIMEOUT, self.load())
                     .await
                     .unwrap_or_else(|| {
                         Err(Error::new(
@@ -195,7 +166,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 ticket.finish(&result);
                 return result;
             }
-            if elapsed(started, self.clock.now()) >= IN_INSTANCE_WAIT {
+            if elapsed(started, clock.now()) >= IN_INSTANCE_WAIT {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
                     format!(
@@ -206,108 +177,45 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             }
             let wait = next_poll(poll);
             poll = Some(wait);
-            self.clock.sleep(wait).await;
+            clock.sleep(wait).await;
         }
-    }
-
-    /// The store, every operation bounded by a deadline.
-    pub(crate) fn kv(&self) -> TimedKv<'_, K, C> {
-        TimedKv {
-            kv: &self.kv,
-            clock: &self.clock,
-            skip_until_ms: &self.kv_skip_until_ms,
-        }
-    }
-
-    /// The credential in memory, if it may be served now.
-    fn fresh_in_memory(&self) -> Option<Credential> {
-        let now = self.clock.now();
-        self.memory().as_ref().filter(|c| c.is_fresh(now)).cloned()
-    }
-
-    fn memory(&self) -> std::sync::MutexGuard<'_, Option<Credential>> {
-        // Never held across an await; a poisoned lock (a panic elsewhere) still holds plain data.
-        self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The key-value store, else a mint; called by the one request that holds the ticket.
     async fn load(&self) -> Result<(Credential, CredentialSource), Error> {
         if let Some(c) = self.fresh_from_kv().await {
-            *self.memory() = Some(c.clone());
             return Ok((c, CredentialSource::Kv));
         }
         if let Some(c) = self.wait_for_other_minter().await {
-            *self.memory() = Some(c.clone());
             return Ok((c, CredentialSource::Kv));
         }
         // Claim the mint, let racing claims settle, and defer to whoever won.
         self.write_own_lease().await;
-        self.clock.sleep(LEASE_SETTLE).await;
+        self.seams.clock.sleep(LEASE_SETTLE).await;
         if let Some(c) = self.wait_for_other_minter().await {
-            *self.memory() = Some(c.clone());
             return Ok((c, CredentialSource::Kv));
         }
         let minted = self.mint().await;
         // The record first, then the lease: a waiter that sees the lease gone finds the record.
         if let Ok(c) = &minted {
-            if c.is_fresh(self.clock.now()) {
-                self.cache.write_credential(&self.kv(), c).await;
-                *self.memory() = Some(c.clone());
-            } else {
-                log::warn(
-                    "the new credential is already past its reuse limit (clock skew?); not caching it",
-                );
-            }
+            let kv = self.seams.kv();
+            let now = self.seams.clock.now();
+            self.credential.keep(&self.seams.cache, &kv, c, now).await;
         }
-        cache::delete(&self.kv(), &self.cache.keys.lease, "mint lease").await;
-        let c = minted?;
-        Ok((c, CredentialSource::Minted))
+        let lease = &self.seams.cache.keys.lease;
+        cache::delete(&self.seams.kv(), lease, "mint lease").await;
+        Ok((minted?, CredentialSource::Minted))
     }
 
-    /// The credential in this instance's memory, if it may still be served, without waiting
-    /// for anything (no key-value read, no mint). For callers that cannot wait: the plugin's
-    /// synchronous `open`.
-    pub fn cached_credential(&self) -> Option<Credential> {
-        self.fresh_in_memory()
-    }
-
-    /// Forgets `rejected` in memory and in the key-value store, unless another credential has
-    /// already replaced it there.
-    pub async fn invalidate(&self, rejected: &Credential) {
-        {
-            let mut memory = self.memory();
-            if memory.as_ref().is_some_and(|c| c.token == rejected.token) {
-                *memory = None;
-            }
-        }
-        if let Some(stored) = self.cache.read_credential(&self.kv()).await
-            && stored.token == rejected.token
-        {
-            cache::delete(&self.kv(), &self.cache.keys.credential, "credential").await;
-        }
-    }
-
-    /// Like [`Lakebase::invalidate`], for a caller that only has the rejected password (the
-    /// plugin's `credentials.invalidate`). Returns whether a cached credential was dropped.
-    pub async fn invalidate_password(&self, password: &str) -> bool {
-        let mut dropped = false;
-        {
-            let mut memory = self.memory();
-            if memory
-                .as_ref()
-                .is_some_and(|c| c.token.expose() == password)
-            {
-                *memory = None;
-                dropped = true;
-            }
-        }
-        if let Some(stored) = self.cache.read_credential(&self.kv()).await
-            && stored.token.expose() == password
-        {
-            cache::delete(&self.kv(), &self.cache.keys.credential, "credential").await;
-            dropped = true;
-        }
-        dropped
+    /// Forgets the credential whose token is `password`, in memory and in the key-value store,
+    /// unless another credential has already replaced it there. Returns whether a cached
+    /// credential was dropped. [`Lakebase::connect`] does this itself when a login is rejected;
+    /// call it when a connection opened otherwise (with [`Lakebase::connection_string`]) is.
+    pub async fn invalidate(&self, password: &str) -> bool {
+        let matches = |c: &Credential| c.token.expose() == password;
+        self.credential
+            .forget(&self.seams.cache, &self.seams.kv(), matches)
+            .await
     }
 
     /// Opens a Postgres connection with the current credential. A login rejected with `28P01`
@@ -321,43 +229,85 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 
     /// Like [`Lakebase::connect`], with per-connection options (another database of the same
-    /// endpoint, say). The credential is the same: a token is valid for every database.
+    /// endpoint, another CA root). The credential is the same: a token is valid for every
+    /// database.
     pub async fn connect_with<X: Connector>(
         &self,
         connector: &X,
         options: &ConnectOptions,
     ) -> Result<Connected<X::Connection>, Error> {
         let (credential, source) = self.credential_for(options).await?;
-        match self.open(connector, &credential).await {
+        let failure = match self.open(connector, &credential, options).await {
+            Ok(connection) => {
+                return Ok(Connected {
+                    connection,
+                    credential,
+                    source,
+                });
+            }
+            Err((LoginFailure::Rejected, _)) => credential,
+            Err((failure, message)) => return Err(login_error(failure, message, &credential)),
+        };
+        log::info(&format!(
+            "the database rejected credential {} for role {}; minting a new one",
+            failure.token.fingerprint(),
+            failure.user
+        ));
+        self.invalidate(failure.token.expose()).await;
+        let (fresh, source) = self.credential_for(options).await?;
+        match self.open(connector, &fresh, options).await {
+            Ok(connection) => Ok(Connected {
+                connection,
+                credential: fresh,
+                source,
+            }),
+            Err((LoginFailure::Rejected, message)) => Err(rejected_twice(message, &fresh)),
+            Err((failure, message)) => Err(login_error(failure, message, &fresh)),
+        }
+    }
+
+    /// Opens a connection without waiting for anything, for synchronous callers that cannot
+    /// (a synchronous component export may not block): only with a credential already in this
+    /// instance's memory, put there by an earlier asynchronous call ([`Lakebase::connect`],
+    /// [`Lakebase::credential`]). No retry and no re-mint: a rejected token is reported, and the
+    /// next asynchronous connect recovers.
+    pub fn connect_now<X: ConnectorNow>(
+        &self,
+        connector: &X,
+        options: &ConnectOptions,
+    ) -> Result<Connected<X::Connection>, Error> {
+        let Some(mut credential) = self.credential.fresh_in_memory(self.seams.clock.now()) else {
+            return Err(not_in_memory());
+        };
+        if let Some(database) = &options.database {
+            credential.database = database.clone();
+        }
+        let address = self.connection_string(&credential);
+        let ca_root = options
+            .ca_root
+            .as_deref()
+            .or(self.config.ca_root.as_deref());
+        match connector.open_now(&address, ca_root) {
             Ok(connection) => Ok(Connected {
                 connection,
                 credential,
-                source,
+                source: CredentialSource::Memory,
             }),
-            Err((LoginFailure::Rejected, _)) => {
-                log::info(&format!(
-                    "the database rejected credential {} for role {}; minting a new one",
-                    credential.token.fingerprint(),
-                    credential.user
-                ));
-                self.invalidate(&credential).await;
-                let (fresh, source) = self.credential_for(options).await?;
-                match self.open(connector, &fresh).await {
-                    Ok(connection) => Ok(Connected { connection, credential: fresh, source }),
-                    Err((LoginFailure::Rejected, message)) => Err(Error::new(
+            Err(e) => {
+                let message = log::cap(&scrub(&e, &[&credential.token, &address]));
+                Err(match classify_login_failure(&message) {
+                    LoginFailure::Rejected => Error::new(
                         ErrorKind::Database,
                         format!(
-                            "postgres rejected a freshly minted token for role `{}`: check that this role exists for the principal and that `{}` names it",
-                            fresh.user,
-                            var::PGUSER
+                            "postgres rejected the credential in memory for role `{}`: a synchronous connect cannot mint a new one; the next asynchronous connect does",
+                            credential.user
                         ),
                     )
                     .with_sqlstate("28P01")
-                    .with_source(Cause(message))),
-                    Err((failure, message)) => Err(self.login_error(failure, message, &fresh)),
-                }
+                    .with_source(crate::error::Cause(message)),
+                    failure => login_error(failure, message, &credential),
+                })
             }
-            Err((failure, message)) => Err(self.login_error(failure, message, &credential)),
         }
     }
 
@@ -374,7 +324,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 
     /// The URL-form connection string of `c` with the configured `sslmode` (a secret: it holds
-    /// the token).
+    /// the token), for a Postgres client that is not a [`Connector`].
     pub fn connection_string(&self, c: &Credential) -> Secret {
         connection_string(
             &c.user,
@@ -391,114 +341,55 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         &self,
         connector: &X,
         c: &Credential,
+        options: &ConnectOptions,
     ) -> Result<X::Connection, (LoginFailure, String)> {
         let address = self.connection_string(c);
-        let start = self.clock.now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let opened = within(
-                &self.clock,
-                CONNECT_TIMEOUT,
-                connector.open(&address, self.config.ca_root.as_deref()),
-            )
-            .await
-            .unwrap_or_else(|| {
-                Err(format!(
-                    "no answer within {} s (timed out)",
-                    CONNECT_TIMEOUT.as_secs()
-                ))
-            });
+        let ca_root = options
+            .ca_root
+            .as_deref()
+            .or(self.config.ca_root.as_deref());
+        let clock = &self.seams.clock;
+        let attempt = || async {
+            let opened = within(clock, CONNECT_TIMEOUT, connector.open(&address, ca_root))
+                .await
+                .unwrap_or_else(|| {
+                    Err(format!(
+                        "no answer within {} s (timed out)",
+                        CONNECT_TIMEOUT.as_secs()
+                    ))
+                });
             let message = match opened {
-                Ok(conn) => return Ok(conn),
+                Ok(conn) => return Attempt::Done(Ok(conn)),
                 Err(e) => log::cap(&scrub(&e, &[&c.token, &address])),
             };
-            let failure = classify_login_failure(&message);
-            if failure != LoginFailure::Transient {
-                return Err((failure, message));
+            match classify_login_failure(&message) {
+                LoginFailure::Transient => Attempt::Again {
+                    failure: format!("connecting to {}:{} failed ({message})", c.host, c.port),
+                    hint: None,
+                },
+                failure => Attempt::Done(Err((failure, message))),
             }
-            let elapsed = (self.clock.now() - start)
-                .to_std()
-                .unwrap_or(Duration::ZERO);
-            match self.retry.next_delay(attempt, elapsed, None) {
-                Some(delay) => {
-                    log::info(&format!(
-                        "connecting to {}:{} failed ({message}); retrying",
-                        c.host, c.port
-                    ));
-                    self.clock.sleep(delay).await;
-                }
-                None => {
-                    return Err((
-                        LoginFailure::Transient,
-                        format!("{message} (after {attempt} attempts)"),
-                    ));
-                }
-            }
-        }
-    }
-
-    fn login_error(&self, failure: LoginFailure, message: String, c: &Credential) -> Error {
-        let (kind, text) = match failure {
-            LoginFailure::Fatal(ErrorKind::Permission, _) => (
-                ErrorKind::Permission,
-                format!(
-                    "postgres role `{}` does not exist or may not log in: create the role for this principal in Lakebase, or set `{}`",
-                    c.user,
-                    var::PGUSER
-                ),
-            ),
-            LoginFailure::Fatal(ErrorKind::NotFound, _) => (
-                ErrorKind::NotFound,
-                format!(
-                    "database `{}` does not exist: check `{}`",
-                    c.database,
-                    var::PGDATABASE
-                ),
-            ),
-            LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_CA_ROOT)) => (
-                ErrorKind::Configuration,
-                format!(
-                    "the TLS certificate of {}:{} is not trusted: set `{}` to the CA's PEM (or check `{}`)",
-                    c.host,
-                    c.port,
-                    var::LAKEBASE_CA_ROOT,
-                    var::PGSSLMODE
-                ),
-            ),
-            LoginFailure::Fatal(kind, _) => (
-                kind,
-                format!(
-                    "the host refused to connect to postgres://{}:{}: add it to `allowed_outbound_hosts` in spin.toml, and check `{}`/`{}`",
-                    c.host,
-                    c.port,
-                    var::PGHOST,
-                    var::PGPORT
-                ),
-            ),
-            LoginFailure::Transient | LoginFailure::Rejected => (
-                ErrorKind::Unavailable,
-                format!("could not connect to postgres at {}:{}", c.host, c.port),
-            ),
         };
-        let sqlstate = ["28000", "3D000"].into_iter().find(|s| message.contains(s));
-        let mut e = Error::new(kind, text).with_source(Cause(message));
-        if let Some(s) = sqlstate {
-            e = e.with_sqlstate(s);
-        }
-        e
+        retry::run(clock, &self.seams.retry, attempt)
+            .await
+            .map_err(|stop| match stop {
+                Stop::Fatal(failure) => failure,
+                Stop::GaveUp {
+                    failure, attempts, ..
+                } => (
+                    LoginFailure::Transient,
+                    format!("{failure} (after {attempts} attempts)"),
+                ),
+            })
     }
 
     /// The shared record, if it fits this configuration and may be served now.
     async fn fresh_from_kv(&self) -> Option<Credential> {
-        let c = self.cache.read_credential(&self.kv()).await?;
-        let now = self.clock.now();
-        if let Err(why) = self.fits(&c, now) {
-            self.cache
-                .warn_once(&format!("ignoring a cached credential: {why}"));
-            return None;
-        }
-        c.is_fresh(now).then_some(c)
+        let now = self.seams.clock.now();
+        let fits = |c: &Credential| self.fits(c, now);
+        self.credential
+            .fresh_from_store(&self.seams.cache, &self.seams.kv(), now, fits)
+            .await
     }
 
     /// Whether a credential read back from the store is one this configuration could have
@@ -538,21 +429,22 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// when the lease is deleted (its holder failed). `None`: no such
     /// lease, or it ended without a record.
     async fn wait_for_other_minter(&self) -> Option<Credential> {
-        let lease = self.cache.read_lease(&self.kv()).await?;
-        let now = self.clock.now();
+        let (clock, cache) = (&self.seams.clock, &self.seams.cache);
+        let lease = cache.read_lease(&self.seams.kv()).await?;
+        let now = clock.now();
         let until = DateTime::from_timestamp_millis(lease.until_ms)?
             .min(now.checked_add_signed(LEASE_TTL)?);
         if lease.holder == self.instance_id || now >= until {
             return None;
         }
-        while self.clock.now() < until {
-            self.clock.sleep(LEASE_POLL).await;
+        while clock.now() < until {
+            clock.sleep(LEASE_POLL).await;
             if let Some(c) = self.fresh_from_kv().await {
                 return Some(c);
             }
             // Gone: the holder finished (its record was written first) or gave up. Look once
             // more, then decide afresh instead of waiting out the lease.
-            if self.cache.read_lease(&self.kv()).await.is_none() {
+            if cache.read_lease(&self.seams.kv()).await.is_none() {
                 return self.fresh_from_kv().await;
             }
         }
@@ -560,29 +452,29 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 
     async fn write_own_lease(&self) {
-        let Some(until) = self.clock.now().checked_add_signed(LEASE_TTL) else {
+        let Some(until) = self.seams.clock.now().checked_add_signed(LEASE_TTL) else {
             return;
         };
         let lease = Lease {
             holder: self.instance_id.clone(),
             until_ms: until.timestamp_millis(),
         };
-        self.cache.write_lease(&self.kv(), &lease).await;
+        self.seams.cache.write_lease(&self.seams.kv(), &lease).await;
     }
 
     /// Host and user (configured, else looked up), then a new database token.
     async fn mint(&self) -> Result<Credential, Error> {
         let host = match &self.config.pghost {
             Some(h) => h.clone(),
-            None => self.lookup_host().await?,
+            None => self.workspace.lookup_host(&self.seams).await?,
         };
         let user = match (&self.config.pguser, &self.config.auth) {
             (Some(u), _) => u.clone(),
             (None, WorkspaceAuth::OAuthM2M { client_id, .. }) => client_id.clone(),
-            (None, WorkspaceAuth::Pat(_)) => self.lookup_user().await?,
+            (None, WorkspaceAuth::Pat(_)) => self.workspace.lookup_user(&self.seams).await?,
         };
-        let minted_at = self.clock.now();
-        let minted = self.mint_token().await?;
+        let minted_at = self.seams.clock.now();
+        let minted = self.workspace.mint(&self.seams).await?;
         log::info(&format!(
             "minted database credential {} for role {} on {} (expires {})",
             minted.token.fingerprint(),
@@ -602,48 +494,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn login_failures_are_classified() {
-        use LoginFailure::*;
-        let cases = [
-            (
-                "db error: FATAL: password authentication failed for user \"x\"",
-                Rejected,
-            ),
-            ("Error { code: SqlState(E28P01) }", Rejected),
-            (
-                "FATAL: Provided authentication token is not a valid JWT encoding",
-                Rejected,
-            ),
-            (
-                "FATAL: role \"x\" does not exist",
-                Fatal(ErrorKind::Permission, Some("pguser")),
-            ),
-            (
-                "FATAL: database \"x\" does not exist",
-                Fatal(ErrorKind::NotFound, Some("pgdatabase")),
-            ),
-            (
-                "destination not allowed: postgres://h:1",
-                Fatal(ErrorKind::Configuration, Some("pghost")),
-            ),
-            (
-                "invalid connection string",
-                Fatal(ErrorKind::Configuration, Some("pghost")),
-            ),
-            (
-                "invalid peer certificate: UnknownIssuer",
-                Fatal(ErrorKind::Configuration, Some("lakebase_ca_root")),
-            ),
-            ("Connection refused (os error 111)", Transient),
-            ("", Transient),
-        ];
-        for (message, want) in cases {
-            assert_eq!(classify_login_failure(message), want, "{message}");
-        }
-    }
+/// The error of a synchronous connect before any credential is in memory.
+pub(crate) fn not_in_memory() -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        "no credential in this instance's memory yet, and a synchronous connect cannot wait to obtain one: make one asynchronous call first (connect or credential)",
+    )
 }

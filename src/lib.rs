@@ -7,6 +7,7 @@
 //! minting once more when the database rejects a token.
 //!
 //! ```no_run
+//! # #[cfg(feature = "spin")]
 //! # async fn handler() -> Result<(), lakebase_spin::Error> {
 //! // Configured by Spin variables: databricks_host, databricks_client_id,
 //! // databricks_client_secret, lakebase_endpoint, ... (see the README).
@@ -22,39 +23,50 @@
 //! ```
 //!
 //! The decisions (expiry, retry, error classification, connection strings) are host-neutral and
-//! generic over the small traits in [`host`]; [`spin`] implements them for Spin.
+//! generic over the small traits in [`host`]; the `spin` module (default feature `spin`)
+//! implements them for Spin. Without that feature the crate builds without spin-sdk.
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
 mod cache;
+#[cfg(feature = "spin")]
 mod clock;
 mod config;
 mod conn_string;
 mod credential;
 mod deadline;
 mod error;
+mod expiry;
 mod flight;
 pub mod host;
 mod lakebase;
 mod log;
+mod login;
 #[cfg(test)]
 mod props;
 mod protocol;
 mod retry;
 mod seal;
+mod seams;
 mod secret;
+#[cfg(feature = "spin")]
 pub mod spin;
+mod tier;
 mod workspace;
 
+#[cfg(feature = "spin")]
 pub use clock::SystemClock;
-pub use config::{Config, SslMode, Target, WorkspaceAuth, var};
-pub use conn_string::{connection_string, redacted_connection_string};
-pub use credential::{
-    Credential, CredentialSource, MAX_REUSE, SERVER_EXPIRY_MARGIN, SHORT_LIFETIME_SHARE, is_fresh,
-    reuse_until,
-};
+pub use config::{Config, ConfigBuilder, SslMode, Target};
+pub use credential::{Credential, CredentialSource};
 pub use error::{Error, ErrorKind};
 pub use lakebase::{ConnectOptions, Connected, Lakebase};
 pub use retry::RetryPolicy;
-pub use secret::{Secret, scrub as scrub_secrets};
-pub use workspace::WORKSPACE_TOKEN_MARGIN;
+pub use secret::Secret;
+
+// The READMEs' examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+#[cfg(doctest)]
+#[doc = include_str!("../crate-README.md")]
+struct CrateReadmeExamples;

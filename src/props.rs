@@ -4,9 +4,12 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use proptest::prelude::*;
 
-use crate::config::{RawConfig, is_plain_host, normalize_workspace_url, parse_pem_certificates};
+use crate::config::{
+    ConfigBuilder, is_plain_host, normalize_workspace_url, parse_pem_certificates,
+};
 use crate::conn_string::connection_string;
-use crate::credential::{CredentialRecord, reuse_until};
+use crate::credential::CredentialRecord;
+use crate::expiry::reuse_until;
 use crate::protocol::parse_expiry;
 use crate::seal::Sealer;
 use crate::secret::Secret;
@@ -28,9 +31,9 @@ proptest! {
         endpoint in any_opt(), instance in any_opt(), pghost in any_opt(), pgport in any_opt(),
         db in any_opt(), mode in any_opt(), user in any_opt(), ca in any_opt(),
     ) {
-        let raw = RawConfig {
+        let raw = ConfigBuilder {
             host, client_id: id, client_secret: secret, token, endpoint, instance, pghost,
-            pgport, pgdatabase: db, pgsslmode: mode, pguser: user, ca_root: ca,
+            pgport, pgdatabase: db, pgsslmode: mode, pguser: user, ca_root: ca, unknown: None,
         };
         if let Err(e) = raw.validate() {
             prop_assert!(e.variable().is_some(), "a configuration error names its variable: {e}");

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use http::{HeaderValue, Method, header};
 use serde::Deserialize;
 
-use crate::config::Target;
+use crate::config::{Target, WorkspaceAuth, var};
+use crate::error::{Cause, Error, ErrorKind};
 use crate::host::HttpRequest;
 use crate::secret::Secret;
 
@@ -226,6 +227,70 @@ pub(crate) fn error_summary(body: &[u8]) -> String {
     }
 }
 
+/// The error for a non-2xx answer to `what` that is not retried (or no longer), grouped by who
+/// must act. `message` is the scrubbed [`error_summary`] of the body.
+pub(crate) fn status_error(
+    status: u16,
+    message: &str,
+    what: &str,
+    auth: &WorkspaceAuth,
+    target: &Target,
+    workspace: &str,
+) -> Error {
+    let (kind, advice) = match status {
+        401 => (
+            ErrorKind::WorkspaceAuth,
+            match auth {
+                WorkspaceAuth::Pat(_) => format!(
+                    "the workspace rejected the personal access token: check `{}` (expired or revoked?)",
+                    var::DATABRICKS_TOKEN
+                ),
+                WorkspaceAuth::OAuthM2M { .. } => format!(
+                    "the workspace rejected a fresh OAuth token: check `{}` and `{}`",
+                    var::DATABRICKS_CLIENT_ID,
+                    var::DATABRICKS_CLIENT_SECRET
+                ),
+            },
+        ),
+        403 => (
+            ErrorKind::Permission,
+            format!(
+                "the principal lacks permission for {what} on `{}`: grant it access to the Lakebase {} in Databricks",
+                target.name(),
+                if matches!(target, Target::Endpoint(_)) {
+                    "project"
+                } else {
+                    "instance"
+                }
+            ),
+        ),
+        404 => (
+            ErrorKind::NotFound,
+            format!(
+                "`{}` was not found in {workspace}: check `{}`",
+                target.name(),
+                target.variable()
+            ),
+        ),
+        400 | 409 | 422 => (
+            ErrorKind::BadRequest,
+            format!(
+                "databricks refused {what} as invalid: check `{}`",
+                target.variable()
+            ),
+        ),
+        _ => (
+            ErrorKind::Unavailable,
+            format!("databricks failed to answer {what}"),
+        ),
+    };
+    let reason = http::StatusCode::from_u16(status)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| status.to_string());
+    Error::new(kind, format!("{advice} (HTTP {status}: {message})"))
+        .with_source(Cause(format!("HTTP {reason}")))
+}
+
 /// RFC 3339 with any number of fractional digits, `Z` or an offset.
 pub(crate) fn parse_expiry(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text.trim())
@@ -408,6 +473,78 @@ mod tests {
             Some("someone@example.com")
         );
         assert_eq!(parse_user(br#"{"id":"1"}"#), None);
+    }
+
+    #[test]
+    fn statuses_are_grouped_by_who_must_act() {
+        let sp = WorkspaceAuth::OAuthM2M {
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+        };
+        let pat = WorkspaceAuth::Pat(Secret::new("dapi1"));
+        let ws = "https://adb-1.cloud.databricks.com";
+        let cases: [(u16, &WorkspaceAuth, Target, ErrorKind, &str); 8] = [
+            (
+                401,
+                &pat,
+                endpoint(),
+                ErrorKind::WorkspaceAuth,
+                "`databricks_token`",
+            ),
+            (
+                401,
+                &sp,
+                endpoint(),
+                ErrorKind::WorkspaceAuth,
+                "`databricks_client_secret`",
+            ),
+            (
+                403,
+                &sp,
+                endpoint(),
+                ErrorKind::Permission,
+                "Lakebase project",
+            ),
+            (
+                403,
+                &sp,
+                instance(),
+                ErrorKind::Permission,
+                "Lakebase instance",
+            ),
+            (
+                404,
+                &sp,
+                endpoint(),
+                ErrorKind::NotFound,
+                "check `lakebase_endpoint`",
+            ),
+            (
+                404,
+                &sp,
+                instance(),
+                ErrorKind::NotFound,
+                "check `lakebase_instance`",
+            ),
+            (409, &sp, endpoint(), ErrorKind::BadRequest, "refused"),
+            (
+                500,
+                &sp,
+                endpoint(),
+                ErrorKind::Unavailable,
+                "failed to answer",
+            ),
+        ];
+        for (status, auth, target, kind, advice) in cases {
+            let e = status_error(status, "CODE: said", "the call", auth, &target, ws);
+            assert_eq!(e.kind(), kind, "{status}");
+            let text = e.to_string();
+            assert!(text.contains(advice), "{status}: {text}");
+            assert!(
+                text.ends_with(&format!("(HTTP {status}: CODE: said)")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

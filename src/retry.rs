@@ -1,23 +1,36 @@
-//! Which failures are retried, and for how long.
+//! Which failures are retried, for how long, and the one loop that retries them: calls to the
+//! Databricks API and Postgres connects both run through [`run`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use http::HeaderMap;
 
+use crate::host::Clock;
+use crate::log;
+
 /// Bounds on retrying the Databricks API and the first database connection.
+///
+/// ```
+/// use std::time::Duration;
+/// let policy = lakebase_spin::RetryPolicy::default()
+///     .max_attempts(2)
+///     .max_total(Duration::from_secs(5));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// The time budget across all attempts and waits; a wait that would exceed it is not made.
-    pub max_total: Duration,
+    pub(crate) max_total: Duration,
     /// Wait when the server sends no `Retry-After`, and after a network error.
-    pub default_delay: Duration,
+    pub(crate) default_delay: Duration,
     /// A larger `Retry-After` is capped to this.
-    pub max_delay: Duration,
+    pub(crate) max_delay: Duration,
     /// Up to this much is added at random to every wait, so that instances that failed
     /// together do not retry together.
-    pub max_jitter: Duration,
+    pub(crate) max_jitter: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -34,7 +47,7 @@ impl Default for RetryPolicy {
 
 /// Only these statuses are retried: the rest fail at once (a 4xx will not fix itself, and a 500
 /// may have had effects).
-pub fn is_retryable_status(status: u16) -> bool {
+pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 429 | 502 | 503 | 504)
 }
 
@@ -71,14 +84,44 @@ pub(crate) fn transport_configuration_error(message: &str) -> Option<&'static st
 }
 
 /// `Retry-After` as integer seconds. The HTTP-date form is not used by Databricks and is ignored.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 impl RetryPolicy {
+    /// Attempts in all, the first included (default 4; at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The time budget across all attempts and waits (default 20 s).
+    pub fn max_total(mut self, total: Duration) -> Self {
+        self.max_total = total;
+        self
+    }
+
+    /// The wait when the server sends no `Retry-After`, and after a network error (default 1 s).
+    pub fn default_delay(mut self, delay: Duration) -> Self {
+        self.default_delay = delay;
+        self
+    }
+
+    /// The longest wait, whatever `Retry-After` says (default 10 s).
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// Up to this much is added at random to every wait (default 250 ms).
+    pub fn max_jitter(mut self, jitter: Duration) -> Self {
+        self.max_jitter = jitter;
+        self
+    }
+
     /// `delay` plus a random part of [`RetryPolicy::max_jitter`].
-    pub fn jittered(&self, delay: Duration) -> Duration {
+    pub(crate) fn jittered(&self, delay: Duration) -> Duration {
         let max = self.max_jitter.as_millis() as u64;
         if max == 0 {
             return delay;
@@ -92,7 +135,7 @@ impl RetryPolicy {
 
     /// The wait before the next attempt, or `None` to give up. `attempt` is the number of
     /// attempts made so far and `elapsed` the time spent since the first.
-    pub fn next_delay(
+    pub(crate) fn next_delay(
         &self,
         attempt: u32,
         elapsed: Duration,
@@ -108,9 +151,144 @@ impl RetryPolicy {
     }
 }
 
+/// What one attempt came to.
+pub(crate) enum Attempt<T, E> {
+    /// Done: success, or a failure that no retry can fix.
+    Done(Result<T, E>),
+    /// A failure that may pass: `failure` says what happened (for the log and the final
+    /// error), `hint` is the server's `Retry-After`.
+    Again {
+        failure: String,
+        hint: Option<Duration>,
+    },
+}
+
+/// Why [`run`] stopped without success.
+#[derive(Debug)]
+pub(crate) enum Stop<E> {
+    /// An attempt failed in a way no retry can fix.
+    Fatal(E),
+    /// Attempts or time ran out; the last failure, how many attempts, how long.
+    GaveUp {
+        failure: String,
+        attempts: u32,
+        elapsed: Duration,
+    },
+}
+
+/// Runs `attempt` until it is done or the policy gives up, waiting on the host's timer (with
+/// jitter) between attempts.
+pub(crate) async fn run<C: Clock, T, E, F: Future<Output = Attempt<T, E>>>(
+    clock: &C,
+    policy: &RetryPolicy,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, Stop<E>> {
+    let start = clock.now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let (failure, hint) = match attempt().await {
+            Attempt::Done(result) => return result.map_err(Stop::Fatal),
+            Attempt::Again { failure, hint } => (failure, hint),
+        };
+        let elapsed = (clock.now() - start).to_std().unwrap_or(Duration::ZERO);
+        match policy.next_delay(attempts, elapsed, hint) {
+            Some(delay) => {
+                let delay = policy.jittered(delay);
+                log::info(&format!(
+                    "{failure}; retrying in {:.2}s",
+                    delay.as_secs_f32()
+                ));
+                clock.sleep(delay).await;
+            }
+            None => {
+                return Err(Stop::GaveUp {
+                    failure,
+                    attempts,
+                    elapsed,
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A clock that moves only when slept on, and records the sleeps.
+    struct StepClock {
+        now: std::cell::Cell<chrono::DateTime<chrono::Utc>>,
+        sleeps: std::cell::RefCell<Vec<Duration>>,
+    }
+
+    impl Clock for StepClock {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            self.now.get()
+        }
+        async fn sleep(&self, d: Duration) {
+            self.sleeps.borrow_mut().push(d);
+            self.now.set(self.now.get() + d);
+        }
+    }
+
+    fn clock() -> StepClock {
+        StepClock {
+            now: std::cell::Cell::new(chrono::DateTime::from_timestamp(0, 0).unwrap()),
+            sleeps: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_runner_retries_until_done_fatal_or_out_of_budget() {
+        use futures::executor::block_on;
+        let policy = RetryPolicy::default().max_jitter(Duration::ZERO);
+        let again = |hint| Attempt::<u32, &str>::Again {
+            failure: "down".into(),
+            hint,
+        };
+
+        // Two failures (the second with a server hint), then success.
+        let c = clock();
+        let mut n = 0;
+        let out = block_on(run(&c, &policy, || {
+            n += 1;
+            let step = match n {
+                1 => again(None),
+                2 => again(Some(Duration::from_secs(3))),
+                _ => Attempt::Done(Ok(n)),
+            };
+            async move { step }
+        }));
+        assert_eq!(out.unwrap(), 3);
+        assert_eq!(
+            *c.sleeps.borrow(),
+            vec![Duration::from_secs(1), Duration::from_secs(3)]
+        );
+
+        // A fatal failure stops at once.
+        let c = clock();
+        let out = block_on(run(&c, &policy, || async {
+            Attempt::<u32, &str>::Done(Err("bad"))
+        }));
+        assert!(matches!(out, Err(Stop::Fatal("bad"))));
+        assert!(c.sleeps.borrow().is_empty());
+
+        // Attempts run out: the last failure, the count and the time spent.
+        let c = clock();
+        let out = block_on(run(&c, &policy, || async { again(None) }));
+        match out {
+            Err(Stop::GaveUp {
+                failure,
+                attempts,
+                elapsed,
+            }) => {
+                assert_eq!((failure.as_str(), attempts), ("down", 4));
+                assert_eq!(elapsed, Duration::from_secs(3));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn only_429_and_gateway_errors_are_retried() {

@@ -42,7 +42,7 @@ impl From<String> for Secret {
 
 /// Replaces every occurrence of each secret in `text` by `**`. Used on messages that come from
 /// the host or a server before they are kept in an error, in case they echo what we sent.
-pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
+pub(crate) fn scrub(text: &str, secrets: &[&Secret]) -> String {
     let mut out = text.to_owned();
     for secret in secrets {
         let value = secret.expose();

@@ -8,8 +8,8 @@ use spin_sdk::http::body::IncomingBodyExt as _;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::{Cause, Error, ErrorKind};
-use crate::host::{Connector, Http, HttpRequest, HttpResponse, Kv, Vars};
-use crate::lakebase::{Connected, Lakebase};
+use crate::host::{Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars};
+use crate::lakebase::{ConnectOptions, Connected, Lakebase, not_in_memory};
 use crate::secret::Secret;
 
 /// Outbound HTTP through `wasi:http` (Spin checks `allowed_outbound_hosts`).
@@ -165,12 +165,6 @@ pub async fn lakebase() -> Result<&'static SpinLakebase, Error> {
     Ok(INSTANCE.get_or_init(|| lb))
 }
 
-/// This instance's client if it has been configured already (by an earlier [`lakebase`] call),
-/// without waiting for anything.
-pub fn lakebase_if_ready() -> Option<&'static SpinLakebase> {
-    INSTANCE.get()
-}
-
 /// Opens a Lakebase Postgres connection with a cached or fresh credential.
 ///
 /// ```no_run
@@ -183,25 +177,35 @@ pub async fn connect() -> Result<Connected<spin_sdk::pg::Connection>, Error> {
     lakebase().await?.connect(&SpinPg).await
 }
 
+/// [`Lakebase::connect_now`] with this instance's client: opens a connection without waiting,
+/// for a synchronous caller, with the credential an earlier asynchronous call of this instance
+/// left in memory (also configured the client). Fails with a clear error otherwise.
+pub fn connect_now<X: ConnectorNow>(
+    connector: &X,
+    options: &ConnectOptions,
+) -> Result<Connected<X::Connection>, Error> {
+    INSTANCE
+        .get()
+        .ok_or_else(not_in_memory)?
+        .connect_now(connector, options)
+}
+
 /// A `spin:postgres` error is a [`Error`] of kind `database` (SQLSTATE kept), so handlers can
 /// use `?` on queries.
 impl From<spin_sdk::pg::Error> for Error {
     fn from(e: spin_sdk::pg::Error) -> Self {
-        database_error(e)
-    }
-}
-
-/// A query error from `spin:postgres` as a [`Error`] of kind `database`, SQLSTATE kept.
-pub fn database_error(e: spin_sdk::pg::Error) -> Error {
-    use spin_sdk::pg::{PgError, QueryError};
-    match e {
-        spin_sdk::pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => Error::new(
-            ErrorKind::Database,
-            format!("the database refused the query: {}", db.message),
-        )
-        .with_sqlstate(db.code.clone())
-        .with_source(Cause(db.as_text)),
-        other => Error::new(ErrorKind::Database, "the database query failed")
-            .with_source(Cause(other.to_string())),
+        use spin_sdk::pg::{PgError, QueryError};
+        match e {
+            spin_sdk::pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => {
+                Error::new(
+                    ErrorKind::Database,
+                    format!("the database refused the query: {}", db.message),
+                )
+                .with_sqlstate(db.code.clone())
+                .with_source(Cause(db.as_text))
+            }
+            other => Error::new(ErrorKind::Database, "the database query failed")
+                .with_source(Cause(other.to_string())),
+        }
     }
 }

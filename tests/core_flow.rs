@@ -49,10 +49,7 @@ impl World {
         let config = block_on(Config::load(&self.vars)).expect("valid config");
         // No jitter: the tests compare the waits exactly.
         Lakebase::new(config, self.ws.clone(), self.kv.clone(), self.clock.clone())
-            .with_retry_policy(RetryPolicy {
-                max_jitter: Duration::ZERO,
-                ..RetryPolicy::default()
-            })
+            .with_retry_policy(RetryPolicy::default().max_jitter(Duration::ZERO))
     }
 }
 
@@ -326,10 +323,9 @@ fn gives_up_after_bounded_attempts_as_unavailable() {
         AUTOSCALING_ROUTE,
         Scripted::Status(429, Some("60"), "{}".into()),
     );
-    let c = w.instance().with_retry_policy(RetryPolicy {
-        max_delay: Duration::from_secs(60),
-        ..RetryPolicy::default()
-    });
+    let c = w
+        .instance()
+        .with_retry_policy(RetryPolicy::default().max_delay(Duration::from_secs(60)));
     let e = block_on(c.credential()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
     assert_eq!(w.ws.count(AUTOSCALING_ROUTE), 1);
@@ -1094,4 +1090,128 @@ fn the_readme_troubleshooting_table_matches_the_errors() {
         checked += 1;
     }
     assert!(checked >= 7, "every kind has a row ({checked})");
+}
+
+#[test]
+fn connect_now_serves_only_a_credential_in_memory() {
+    use lakebase_spin::ConnectOptions;
+    let w = World::m2m();
+    let c = w.instance();
+    // Nothing in memory yet: a clear error, no mint, no login.
+    let e = c
+        .connect_now(&w.pg, &ConnectOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("asynchronous call first"), "{e}");
+    assert_eq!(w.ws.mints(), 0);
+    assert!(w.pg.logins.borrow().is_empty());
+
+    // After one asynchronous call, it connects with that credential, to any database.
+    let (cred, _) = block_on(c.credential()).unwrap();
+    let db = c
+        .connect_now(&w.pg, &ConnectOptions::default().database("sales"))
+        .unwrap();
+    assert_eq!(db.source, CredentialSource::Memory);
+    assert_eq!(db.credential.token, cred.token);
+    assert_eq!(db.credential.database, "sales");
+
+    // A rejected token is reported (no re-mint can happen without waiting), without the token.
+    w.pg.revoked
+        .borrow_mut()
+        .insert(cred.token.expose().to_owned());
+    let e = c
+        .connect_now(&w.pg, &ConnectOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Database);
+    assert_eq!(e.sqlstate(), Some("28P01"));
+    assert!(e.message().contains("next asynchronous connect"), "{e}");
+    assert!(!all_text(&e).contains(cred.token.expose()), "{e:?}");
+    assert_eq!(w.ws.mints(), 1);
+
+    // The next asynchronous connect recovers.
+    let db = block_on(c.connect(&w.pg)).unwrap();
+    assert_eq!(db.source, CredentialSource::Minted);
+    assert_eq!(w.ws.mints(), 2);
+}
+
+#[test]
+fn the_ca_root_of_a_connection_wins_over_the_configured_one() {
+    use lakebase_spin::ConnectOptions;
+    // The smallest text that parses: one DER SEQUENCE.
+    let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
+    let w = World::with_vars(&[
+        ("databricks_host", HOST),
+        ("databricks_client_id", CLIENT_ID),
+        ("databricks_client_secret", CLIENT_SECRET),
+        ("lakebase_endpoint", ENDPOINT),
+        ("lakebase_ca_root", pem),
+    ]);
+    let c = w.instance();
+    block_on(c.connect(&w.pg)).unwrap();
+    let options = ConnectOptions::default().ca_root("caller's PEM");
+    block_on(c.connect_with(&w.pg, &options)).unwrap();
+    c.connect_now(&w.pg, &options).unwrap();
+    assert_eq!(
+        *w.pg.ca_roots.borrow(),
+        vec![
+            Some(pem.trim().to_owned()),
+            Some("caller's PEM".to_owned()),
+            Some("caller's PEM".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn invalidate_drops_only_the_rejected_password() {
+    let w = World::m2m();
+    let a = w.instance();
+    let (cred, _) = block_on(a.credential()).unwrap();
+    assert!(!block_on(a.invalidate("not the token")), "nothing dropped");
+    assert_eq!(source(&a), CredentialSource::Memory);
+    assert!(block_on(a.invalidate(cred.token.expose())));
+    // Gone from memory and from the store: another instance mints anew.
+    assert_eq!(source(&w.instance()), CredentialSource::Minted);
+    assert!(!block_on(a.invalidate(cred.token.expose())), "already gone");
+}
+
+#[test]
+fn a_configuration_built_in_code_is_validated_like_variables() {
+    let built = Config::builder()
+        .set("databricks_host", HOST)
+        .set("databricks_client_id", CLIENT_ID)
+        .set("databricks_client_secret", CLIENT_SECRET)
+        .set("lakebase_endpoint", ENDPOINT)
+        .set("pgport", " ")
+        .build()
+        .unwrap();
+    let w = World::m2m();
+    assert_eq!(built, block_on(Config::load(&w.vars)).unwrap());
+    assert!(!format!("{built:?}").contains(CLIENT_SECRET));
+
+    let e = Config::builder()
+        .set("databricks_host", HOST)
+        .set("pgport", "0")
+        .set("databricks_client_id", CLIENT_ID)
+        .set("databricks_client_secret", CLIENT_SECRET)
+        .set("lakebase_endpoint", ENDPOINT)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.variable(), Some("pgport"));
+
+    let builder = Config::builder()
+        .set("databricks_client_secret", CLIENT_SECRET)
+        .set("databrick_host", HOST);
+    assert!(
+        !format!("{builder:?}").contains(CLIENT_SECRET),
+        "{builder:?}"
+    );
+    let e = builder.build().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Configuration);
+    assert!(
+        e.message()
+            .contains("`databrick_host` is not a Lakebase variable"),
+        "{e}"
+    );
 }

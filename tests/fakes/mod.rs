@@ -11,7 +11,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use lakebase_spin::Secret;
-use lakebase_spin::host::{Clock, Connector, Http, HttpRequest, HttpResponse, Kv, Vars};
+use lakebase_spin::host::{
+    Clock, Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars,
+};
 use serde_json::{Value, json};
 
 /// Yields once to the executor, so that concurrent futures really interleave.
@@ -474,6 +476,8 @@ pub struct FakePg {
     pub fail_next: Rc<RefCell<VecDeque<String>>>,
     pub reject_all: Rc<Cell<bool>>,
     pub workspace: Rc<RefCell<Option<FakeWorkspace>>>,
+    /// The CA root passed with every login.
+    pub ca_roots: Rc<RefCell<Vec<Option<String>>>>,
 }
 
 impl FakePg {
@@ -484,17 +488,10 @@ impl FakePg {
     }
 }
 
-impl Connector for FakePg {
-    type Connection = String;
-    async fn open(&self, address: &Secret, _ca_root: Option<&str>) -> Result<String, String> {
-        yield_now().await;
-        let next = self.fail_next.borrow_mut().pop_front();
-        if let Some(msg) = next {
-            if msg == HANG {
-                futures::future::pending::<()>().await;
-            }
-            return Err(msg);
-        }
+impl FakePg {
+    /// One login attempt, answered at once.
+    fn login(&self, address: &Secret, ca_root: Option<&str>) -> Result<String, String> {
+        self.ca_roots.borrow_mut().push(ca_root.map(str::to_owned));
         let text = address.expose();
         let rest = text.strip_prefix("postgres://").expect("URL form");
         let (userinfo, _) = rest.rsplit_once('@').unwrap();
@@ -515,6 +512,31 @@ impl Connector for FakePg {
                 "db error: FATAL: password authentication failed for user \"{user}\" (SQLSTATE 28P01) while logging in with {text}"
             ))
         }
+    }
+}
+
+impl Connector for FakePg {
+    type Connection = String;
+    async fn open(&self, address: &Secret, ca_root: Option<&str>) -> Result<String, String> {
+        yield_now().await;
+        let next = self.fail_next.borrow_mut().pop_front();
+        if let Some(msg) = next {
+            if msg == HANG {
+                futures::future::pending::<()>().await;
+            }
+            return Err(msg);
+        }
+        self.login(address, ca_root)
+    }
+}
+
+impl ConnectorNow for FakePg {
+    type Connection = String;
+    fn open_now(&self, address: &Secret, ca_root: Option<&str>) -> Result<String, String> {
+        if let Some(msg) = self.fail_next.borrow_mut().pop_front() {
+            return Err(msg);
+        }
+        self.login(address, ca_root)
     }
 }
 

@@ -19,8 +19,8 @@
 
 use std::cell::RefCell;
 
-use lakebase_spin::host::Connector;
-use lakebase_spin::spin::{lakebase, lakebase_if_ready};
+use lakebase_spin::host::{Connector, ConnectorNow};
+use lakebase_spin::spin::{connect_now, lakebase};
 use lakebase_spin::{ConnectOptions, CredentialSource, ErrorKind, Secret};
 use spin_sdk::wit_bindgen::{FutureReader, StreamReader};
 
@@ -73,10 +73,8 @@ fn parse_address(address: &str) -> Result<Address<'_>, String> {
 
 // ---- the host's spin:postgres as the library's connector -------------------------------------
 
-/// Opens host connections, with the caller's CA root when it set one.
-struct HostPg<'a> {
-    ca_root: Option<&'a str>,
-}
+/// Opens host connections: the library decides the address and the CA root, this only calls.
+struct HostPg;
 
 fn host_error_text(e: &hpg::Error) -> String {
     match e {
@@ -87,7 +85,16 @@ fn host_error_text(e: &hpg::Error) -> String {
     }
 }
 
-impl Connector for HostPg<'_> {
+/// A host connection builder for `address` with the CA root, if any.
+fn builder(address: &str, ca_root: Option<&str>) -> Result<hpg::ConnectionBuilder, hpg::Error> {
+    let builder = hpg::ConnectionBuilder::new(address);
+    if let Some(pem) = ca_root {
+        builder.set_ca_root(pem)?;
+    }
+    Ok(builder)
+}
+
+impl Connector for HostPg {
     type Connection = hpg::Connection;
 
     async fn open(
@@ -95,11 +102,17 @@ impl Connector for HostPg<'_> {
         address: &Secret,
         ca_root: Option<&str>,
     ) -> Result<hpg::Connection, String> {
-        let builder = hpg::ConnectionBuilder::new(address.expose());
-        if let Some(pem) = self.ca_root.or(ca_root) {
-            builder.set_ca_root(pem).map_err(|e| host_error_text(&e))?;
-        }
+        let builder = builder(address.expose(), ca_root).map_err(|e| host_error_text(&e))?;
         builder.build_async().await.map_err(|e| host_error_text(&e))
+    }
+}
+
+impl ConnectorNow for HostPg {
+    type Connection = hpg::Connection;
+
+    fn open_now(&self, address: &Secret, ca_root: Option<&str>) -> Result<hpg::Connection, String> {
+        let builder = builder(address.expose(), ca_root).map_err(|e| host_error_text(&e))?;
+        builder.build().map_err(|e| host_error_text(&e))
     }
 }
 
@@ -113,20 +126,23 @@ fn connect_error(e: lakebase_spin::Error) -> vpg::Error {
     vpg::Error::ConnectionFailed(text)
 }
 
+/// The library's options for a `lakebase:` address opened with an optional CA root.
+fn lakebase_options(options: ConnectOptions, ca_root: Option<&str>) -> ConnectOptions {
+    match ca_root {
+        Some(pem) => options.ca_root(pem),
+        None => options,
+    }
+}
+
 /// Opens a connection for `address` with an optional CA root.
 async fn open(address: &str, ca_root: Option<&str>) -> Result<hpg::Connection, vpg::Error> {
     match parse_address(address).map_err(vpg::Error::ConnectionFailed)? {
-        Address::PassThrough(address) => {
-            let builder = hpg::ConnectionBuilder::new(address);
-            if let Some(pem) = ca_root {
-                builder.set_ca_root(pem)?;
-            }
-            builder.build_async().await
-        }
+        Address::PassThrough(address) => builder(address, ca_root)?.build_async().await,
         Address::Lakebase(options) => {
             let lb = lakebase().await.map_err(connect_error)?;
+            let options = lakebase_options(options, ca_root);
             let connected = lb
-                .connect_with(&HostPg { ca_root }, &options)
+                .connect_with(&HostPg, &options)
                 .await
                 .map_err(connect_error)?;
             Ok(connected.connection)
@@ -135,48 +151,25 @@ async fn open(address: &str, ca_root: Option<&str>) -> Result<hpg::Connection, v
 }
 
 /// The synchronous open. A synchronous export may not wait before it returns (the component
-/// model traps: "cannot block a synchronous task"), and reading the configuration, the
-/// key-value store or minting all wait. So a `lakebase:` address is served only from a credential
-/// already in this instance's memory (put there by any earlier async call: `open-async`,
-/// `build-async`, `credentials.get`); otherwise the error says to use the async functions.
-/// A rejected token cannot be re-minted here either: the error says so, and the next async open
-/// recovers.
+/// model traps: "cannot block a synchronous task"), so a `lakebase:` address is served by the
+/// library's `connect_now`: only with a credential already in this instance's memory.
 fn open_sync(address: &str, ca_root: Option<&str>) -> Result<hpg::Connection, vpg::Error> {
-    let options = match parse_address(address).map_err(vpg::Error::ConnectionFailed)? {
-        Address::PassThrough(address) => {
-            if ca_root.is_none() {
-                return hpg::Connection::open(address);
+    match parse_address(address).map_err(vpg::Error::ConnectionFailed)? {
+        Address::PassThrough(address) if ca_root.is_none() => hpg::Connection::open(address),
+        Address::PassThrough(address) => builder(address, ca_root)?.build(),
+        Address::Lakebase(options) => {
+            let options = lakebase_options(options, ca_root);
+            match connect_now(&HostPg, &options) {
+                Ok(connected) => Ok(connected.connection),
+                Err(e) => Err(match connect_error(e) {
+                    vpg::Error::ConnectionFailed(text) => vpg::Error::ConnectionFailed(format!(
+                        "{text}; the synchronous `open` of a `lakebase:` address serves only a credential already in this instance's memory: use `open-async` (or `connection-builder.build-async`) at least once first, and after a rejected token"
+                    )),
+                    other => other,
+                }),
             }
-            let builder = hpg::ConnectionBuilder::new(address);
-            if let Some(pem) = ca_root {
-                builder.set_ca_root(pem)?;
-            }
-            return builder.build();
         }
-        Address::Lakebase(options) => options,
-    };
-    let cached = lakebase_if_ready().and_then(|lb| Some((lb, lb.cached_credential()?)));
-    let Some((lb, mut c)) = cached else {
-        return Err(vpg::Error::ConnectionFailed(
-            "lakebase unavailable: the synchronous `open` of a `lakebase:` address needs a credential already in this instance's memory, and minting one must wait: use `open-async` (or `connection-builder.build-async`) at least once first"
-                .to_owned(),
-        ));
-    };
-    if let Some(database) = options.database {
-        c.database = database;
     }
-    let address = lb.connection_string(&c);
-    let builder = hpg::ConnectionBuilder::new(address.expose());
-    if let Some(pem) = ca_root.or(lb.config().ca_root.as_deref()) {
-        builder.set_ca_root(pem)?;
-    }
-    builder.build().map_err(|e| {
-        let text = lakebase_spin::scrub_secrets(&host_error_text(&e), &[&c.token, &address]);
-        vpg::Error::ConnectionFailed(format!(
-            "lakebase database: the synchronous open of {}:{} failed; an async open re-mints a rejected token ({text})",
-            c.host, c.port
-        ))
-    })
 }
 
 // ---- the virtualized spin:postgres ----------------------------------------------------------
@@ -319,7 +312,7 @@ impl wit::Guest for Plugin {
         let Ok(lb) = lakebase().await else {
             return false;
         };
-        lb.invalidate_password(&password).await
+        lb.invalidate(&password).await
     }
 }
 

@@ -116,7 +116,7 @@ fn build_wasm() -> Result<()> {
 
 /// The consumer's manifest, with or without the plugin, written beside a state directory.
 fn manifest(dir: &Path, with_plugin: bool) -> Result<PathBuf> {
-    let source = root().join("crates/pg-consumer/spin.toml");
+    let source = root().join("tests/pg-consumer/spin.toml");
     let mut text = std::fs::read_to_string(&source)?;
     let target = root().join("target/wasm32-wasip2/release");
     text = text.replace(

@@ -100,12 +100,12 @@ async fn sixty_four_concurrent_cold_requests_through_the_plugin() {
     let consumers = [
         (
             "spin:postgres consumer",
-            "crates/pg-consumer/spin.toml",
+            "tests/pg-consumer/spin.toml",
             "/health?via=lakebase",
         ),
         (
             "credentials consumer",
-            "crates/credentials-consumer/spin.toml",
+            "tests/credentials-consumer/spin.toml",
             "/credential",
         ),
     ];
@@ -516,7 +516,7 @@ async fn a_plugin_without_inherited_configuration_says_so() {
     for kind in hosts() {
         let up = Upstream::start().await;
         let dir = temp_dir("noinherit");
-        let manifest = manifest_copy("crates/pg-consumer/spin.toml", &dir, |text| {
+        let manifest = manifest_copy("tests/pg-consumer/spin.toml", &dir, |text| {
             text.replace(", inherit_configuration = true", "")
         });
         let node = start(&kind, manifest, &up, &dir.join("state"), None);

@@ -1,7 +1,7 @@
 //! End to end: the plugin composed into components that use plain `spin:postgres`, on the
 //! devhost, against the emulated workspace and a real PostgreSQL.
 //!
-//! - `crates/pg-consumer`: Rust, plain `spin_sdk::pg`, no dependency on this project;
+//! - `tests/pg-consumer`: Rust, plain `spin_sdk::pg`, no dependency on this project;
 //! - `tests/python-consumer`: Python, built with componentize-py.
 
 use std::collections::HashMap;
@@ -13,9 +13,9 @@ use lakebase_emulator::{Backend, DEFAULT_CLIENT_ID, Emulator, EmulatorOptions};
 use lakebase_testkit::PgCluster;
 use serde_json::Value;
 
-const RUST_CONSUMER: &str = "crates/pg-consumer/spin.toml";
+const RUST_CONSUMER: &str = "tests/pg-consumer/spin.toml";
 const PYTHON_CONSUMER: &str = "tests/python-consumer/spin.toml";
-const CREDENTIALS_CONSUMER: &str = "crates/credentials-consumer/spin.toml";
+const CREDENTIALS_CONSUMER: &str = "tests/credentials-consumer/spin.toml";
 
 /// PostgreSQL, the emulator and the consumers' variables.
 struct Plugged {

@@ -38,7 +38,7 @@ OPTIONS:
       --fresh-instances         a new instance per request (same as both counts 1)
       --deny-adapter PATH       the .wasm that denies Spin interfaces to dependencies that do not
                                 inherit configuration (default: the workspace's build of
-                                crates/deny-adapter)
+                                testing/deny-adapter)
   -h, --help                    this help";
 
 fn parse_duration(s: &str) -> Result<Duration> {

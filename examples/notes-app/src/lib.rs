@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lakebase_spin::host::Clock as _;
-use lakebase_spin::spin::{SpinPg, database_error, lakebase};
+use lakebase_spin::spin::{SpinPg, lakebase};
 use lakebase_spin::{Connected, ErrorKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -168,7 +168,7 @@ async fn connect() -> Result<Connected<Connection>, Failure> {
             // and the loser fails on the catalog's unique index (23505) or finds the table
             // (42P07). Either way the table is there.
             Err(e) => {
-                let e = database_error(e);
+                let e = lakebase_spin::Error::from(e);
                 if !matches!(e.sqlstate(), Some("23505" | "42P07")) {
                     return Err(e.into());
                 }
@@ -295,7 +295,7 @@ async fn delete_note(id: i64) -> Result<Reply, Failure> {
             &[ParameterValue::Int64(id)],
         )
         .await
-        .map_err(database_error)?;
+        .map_err(lakebase_spin::Error::from)?;
     if deleted == 0 {
         return Err(Failure::not_found(format!("note {id} does not exist")));
     }
@@ -307,8 +307,11 @@ async fn query(
     sql: &str,
     params: Vec<ParameterValue>,
 ) -> Result<Vec<Row>, Failure> {
-    let result = conn.query(sql, params).await.map_err(database_error)?;
-    Ok(result.collect().await.map_err(database_error)?)
+    let result = conn
+        .query(sql, params)
+        .await
+        .map_err(lakebase_spin::Error::from)?;
+    Ok(result.collect().await.map_err(lakebase_spin::Error::from)?)
 }
 
 fn note_json(row: &Row) -> Value {

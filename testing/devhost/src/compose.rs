@@ -7,7 +7,7 @@
 //! no dependency satisfies stay imports of the composed component, merged by name.
 //!
 //! A dependency gets none of the parent's capabilities unless it inherits them: its imports of
-//! Spin's interfaces are then answered by a deny adapter (`crates/deny-adapter`), whose
+//! Spin's interfaces are then answered by a deny adapter (`testing/deny-adapter`), whose
 //! functions fail with `"<interface>" is not permitted`, as on Spin.
 
 use std::path::PathBuf;

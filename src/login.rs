@@ -1,0 +1,154 @@
+//! What a failed Postgres login means, and the error that says who must act. Spin reports every
+//! connect failure as a string (with the server's SQLSTATE inside when there was one).
+
+use crate::config::var;
+use crate::credential::Credential;
+use crate::error::{Cause, Error, ErrorKind};
+
+/// What a failed login means.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LoginFailure {
+    /// The token was rejected (`28P01`): drop it and mint once more.
+    Rejected,
+    /// Someone must change something; do not retry.
+    Fatal(ErrorKind, Option<&'static str>),
+    /// May pass on its own (refused, reset, a scale-to-zero endpoint waking up).
+    Transient,
+}
+
+pub(crate) fn classify_login_failure(message: &str) -> LoginFailure {
+    let m = message.to_ascii_lowercase();
+    if m.contains("28p01")
+        || m.contains("password authentication failed")
+        || m.contains("not a valid jwt")
+    {
+        LoginFailure::Rejected
+    } else if m.contains("28000") || (m.contains("role") && m.contains("does not exist")) {
+        LoginFailure::Fatal(ErrorKind::Permission, Some(var::PGUSER))
+    } else if m.contains("3d000") || (m.contains("database") && m.contains("does not exist")) {
+        LoginFailure::Fatal(ErrorKind::NotFound, Some(var::PGDATABASE))
+    } else if m.contains("not allowed")
+        || m.contains("not permitted")
+        || m.contains("allowed_outbound_hosts")
+        || m.contains("invalid connection string")
+        || m.contains("invalid configuration")
+    {
+        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGHOST))
+    } else if m.contains("certificate") || m.contains("unknownissuer") || m.contains("invalid peer")
+    {
+        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_CA_ROOT))
+    } else {
+        LoginFailure::Transient
+    }
+}
+
+pub(crate) fn login_error(failure: LoginFailure, message: String, c: &Credential) -> Error {
+    let (kind, text) = match failure {
+        LoginFailure::Fatal(ErrorKind::Permission, _) => (
+            ErrorKind::Permission,
+            format!(
+                "postgres role `{}` does not exist or may not log in: create the role for this principal in Lakebase, or set `{}`",
+                c.user,
+                var::PGUSER
+            ),
+        ),
+        LoginFailure::Fatal(ErrorKind::NotFound, _) => (
+            ErrorKind::NotFound,
+            format!(
+                "database `{}` does not exist: check `{}`",
+                c.database,
+                var::PGDATABASE
+            ),
+        ),
+        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_CA_ROOT)) => (
+            ErrorKind::Configuration,
+            format!(
+                "the TLS certificate of {}:{} is not trusted: set `{}` to the CA's PEM (or check `{}`)",
+                c.host,
+                c.port,
+                var::LAKEBASE_CA_ROOT,
+                var::PGSSLMODE
+            ),
+        ),
+        LoginFailure::Fatal(kind, _) => (
+            kind,
+            format!(
+                "the host refused to connect to postgres://{}:{}: add it to `allowed_outbound_hosts` in spin.toml, and check `{}`/`{}`",
+                c.host,
+                c.port,
+                var::PGHOST,
+                var::PGPORT
+            ),
+        ),
+        LoginFailure::Transient | LoginFailure::Rejected => (
+            ErrorKind::Unavailable,
+            format!("could not connect to postgres at {}:{}", c.host, c.port),
+        ),
+    };
+    let sqlstate = ["28000", "3D000"].into_iter().find(|s| message.contains(s));
+    let mut e = Error::new(kind, text).with_source(Cause(message));
+    if let Some(s) = sqlstate {
+        e = e.with_sqlstate(s);
+    }
+    e
+}
+
+/// A login rejected again with a token minted just now: the role, not the token, is wrong.
+pub(crate) fn rejected_twice(message: String, fresh: &Credential) -> Error {
+    Error::new(
+        ErrorKind::Database,
+        format!(
+            "postgres rejected a freshly minted token for role `{}`: check that this role exists for the principal and that `{}` names it",
+            fresh.user,
+            var::PGUSER
+        ),
+    )
+    .with_sqlstate("28P01")
+    .with_source(Cause(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_failures_are_classified() {
+        use LoginFailure::*;
+        let cases = [
+            (
+                "db error: FATAL: password authentication failed for user \"x\"",
+                Rejected,
+            ),
+            ("Error { code: SqlState(E28P01) }", Rejected),
+            (
+                "FATAL: Provided authentication token is not a valid JWT encoding",
+                Rejected,
+            ),
+            (
+                "FATAL: role \"x\" does not exist",
+                Fatal(ErrorKind::Permission, Some("pguser")),
+            ),
+            (
+                "FATAL: database \"x\" does not exist",
+                Fatal(ErrorKind::NotFound, Some("pgdatabase")),
+            ),
+            (
+                "destination not allowed: postgres://h:1",
+                Fatal(ErrorKind::Configuration, Some("pghost")),
+            ),
+            (
+                "invalid connection string",
+                Fatal(ErrorKind::Configuration, Some("pghost")),
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                Fatal(ErrorKind::Configuration, Some("lakebase_ca_root")),
+            ),
+            ("Connection refused (os error 111)", Transient),
+            ("", Transient),
+        ];
+        for (message, want) in cases {
+            assert_eq!(classify_login_failure(message), want, "{message}");
+        }
+    }
+}

@@ -74,7 +74,9 @@ impl Error {
         e
     }
 
-    pub(crate) fn with_sqlstate(mut self, code: impl Into<String>) -> Self {
+    /// The same error with the SQLSTATE the database answered (an adapter's query errors keep
+    /// it, so that [`Error::sqlstate`] and [`Error::is_auth`] work on them).
+    pub fn with_sqlstate(mut self, code: impl Into<String>) -> Self {
         let code = code.into();
         if !code.is_empty() {
             self.sqlstate = Some(code);

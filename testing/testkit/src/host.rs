@@ -22,6 +22,8 @@ pub enum HostKind {
     Devhost { bin: PathBuf, args: Vec<String> },
     /// A real Spin CLI (`spin up`).
     Spin { bin: PathBuf },
+    /// `wasmtime serve` (the standard-WASI build; see [`HostProcess::wasmtime_serve`]).
+    WasmtimeServe { bin: PathBuf },
 }
 
 impl HostKind {
@@ -44,11 +46,28 @@ impl HostKind {
             .map(|bin| HostKind::Spin { bin })
     }
 
-    /// `"devhost"` or `"spin"`.
+    /// The `wasmtime` to serve the standard-WASI build with: `$WASMTIME` if set, else
+    /// `wasmtime` on the `PATH`; `None` when there is neither.
+    pub fn wasmtime_from_env() -> Option<HostKind> {
+        let bin = match std::env::var_os("WASMTIME").filter(|p| !p.is_empty()) {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let path = std::env::var_os("PATH")?;
+                std::env::split_paths(&path)
+                    .map(|d| d.join("wasmtime"))
+                    .find(|p| p.is_file())?
+            }
+        };
+        let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
+        Some(HostKind::WasmtimeServe { bin })
+    }
+
+    /// `"devhost"`, `"spin"` or `"wasmtime"`.
     pub fn name(&self) -> &'static str {
         match self {
             HostKind::Devhost { .. } => "devhost",
             HostKind::Spin { .. } => "spin",
+            HostKind::WasmtimeServe { .. } => "wasmtime",
         }
     }
 }
@@ -82,6 +101,9 @@ impl HostProcess {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = match kind {
+            HostKind::WasmtimeServe { .. } => {
+                bail!("wasmtime serves a .wasm, not a spin.toml: use HostProcess::wasmtime_serve")
+            }
             HostKind::Devhost { bin, args } => {
                 let mut c = Command::new(bin);
                 c.arg("up").args(args);
@@ -107,6 +129,57 @@ impl HostProcess {
         for (k, v) in &opts.variables {
             cmd.env(format!("SPIN_VARIABLE_{}", k.to_uppercase()), v);
         }
+        HostProcess::spawn(kind, cmd, addr, &opts.state_dir)
+    }
+
+    /// `wasmtime serve` of a standard-WASI component: `wasi:config` values from `config`,
+    /// `wasi:keyvalue` (wasmtime's in-memory store), sockets with name lookup, and `args` before
+    /// the component (e.g. `--max-instance-reuse-count 128`).
+    pub fn wasmtime_serve(
+        kind: &HostKind,
+        wasm: &Path,
+        config: &BTreeMap<String, String>,
+        args: &[&str],
+        state_dir: &Path,
+    ) -> Result<HostProcess> {
+        let HostKind::WasmtimeServe { bin } = kind else {
+            bail!("not a wasmtime: {kind:?}");
+        };
+        std::fs::create_dir_all(state_dir)?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .args(["--addr", &addr])
+            .args([
+                "-S",
+                "cli",
+                "-S",
+                "inherit-network",
+                "-S",
+                "allow-ip-name-lookup",
+            ])
+            .args(["-S", "config", "-S", "keyvalue"])
+            .args(args)
+            // Compiled code is cached by wasmtime: keep it out of the user's home.
+            .env("HOME", state_dir);
+        for (k, v) in config {
+            if v.contains(',') {
+                bail!("wasmtime's -S options cannot carry a `,` (config {k})");
+            }
+            cmd.arg("-S").arg(format!("config-var={k}={v}"));
+        }
+        cmd.arg(wasm);
+        HostProcess::spawn(kind, cmd, addr, state_dir)
+    }
+
+    /// Runs `cmd` (a host serving on `addr`) in a process group of its own with its output
+    /// captured, and waits until it accepts connections.
+    fn spawn(
+        kind: &HostKind,
+        mut cmd: Command,
+        addr: String,
+        state_dir: &Path,
+    ) -> Result<HostProcess> {
         // Error strings handed to the guest would otherwise carry whole backtraces here.
         cmd.env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
@@ -137,7 +210,7 @@ impl HostProcess {
             url: format!("http://{addr}"),
             addr,
             output,
-            state_dir: opts.state_dir.clone(),
+            state_dir: state_dir.to_owned(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -52,6 +52,26 @@ pub fn app_wasm() -> PathBuf {
         .clone()
 }
 
+/// Builds the release `.wasm` of the standard-WASI notes app (its own cargo invocation: built
+/// together with the Spin components, features would unify and pull spin-sdk into it).
+pub fn notes_wasi_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--target", "wasm32-wasip2", "--release"])
+                .args(["-p", "lakebase-notes-wasi"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build for the WASI app");
+            assert!(status.success(), "building the WASI app failed");
+            let path = repo_root().join("target/wasm32-wasip2/release/lakebase_notes_wasi.wasm");
+            assert!(path.exists(), "{} missing", path.display());
+            path
+        })
+        .clone()
+}
+
 /// The devhost binary (for the tests that run separate processes). `cargo test --workspace`
 /// has built it already with the same features (then this is a no-op).
 pub fn devhost_bin() -> PathBuf {

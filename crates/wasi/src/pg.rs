@@ -1,0 +1,142 @@
+//! Postgres spoken by the component itself: a TCP connection over `wasi:sockets` (tokio), TLS by
+//! rustls inside the guest, the login by tokio-postgres (cleartext password or SCRAM).
+//!
+//! `sslmode` means what it means on Spin: `require` and `prefer` verify the server's certificate
+//! against the webpki roots plus `lakebase_ca_root`; `prefer` goes without TLS only when the
+//! server offers none (the core allows `prefer`/`disable` only toward loopback addresses).
+
+use std::net::ToSocketAddrs as _;
+use std::sync::Arc;
+
+use lakebase_spin::host::Connector;
+use lakebase_spin::{Error, ErrorKind, Secret};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::tls::NoTls;
+
+use crate::tls::RustlsConnect;
+
+/// Opens Postgres connections in the guest. The connection's I/O runs as a task on the
+/// instance's runtime ([`crate::block_on`]); it ends when the `Client` is dropped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WasiPg;
+
+impl Connector for WasiPg {
+    type Connection = tokio_postgres::Client;
+
+    async fn open(
+        &self,
+        address: &Secret,
+        ca_root: Option<&str>,
+    ) -> Result<tokio_postgres::Client, String> {
+        // Not echoed: the address holds the password.
+        let config: tokio_postgres::Config = address
+            .expose()
+            .parse()
+            .map_err(|_| "invalid connection string".to_owned())?;
+        let (Some(Host::Tcp(host)), Some(&port)) =
+            (config.get_hosts().first(), config.get_ports().first())
+        else {
+            return Err("invalid connection string: one TCP host and port are needed".to_owned());
+        };
+        let stream = tcp_connect(host, port).await?;
+        let (client, connection) = match config.get_ssl_mode() {
+            SslMode::Disable => {
+                let (client, connection) = config
+                    .connect_raw(stream, NoTls)
+                    .await
+                    .map_err(|e| login_text(&e))?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                return Ok(client);
+            }
+            _ => {
+                let tls = RustlsConnect::new(tls_config(ca_root)?, host)?;
+                config
+                    .connect_raw(stream, tls)
+                    .await
+                    .map_err(|e| login_text(&e))?
+            }
+        };
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+}
+
+/// A TCP connection to the first address of `host` that answers (names resolved through
+/// `wasi:sockets/ip-name-lookup`).
+async fn tcp_connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
+    let addresses: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e} (is name lookup allowed on this host?)"))?
+        .collect();
+    let mut last = format!("{host} has no address");
+    for address in addresses {
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = format!("connecting to {address}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// The TLS client: webpki roots, plus the CA root's certificates when one is given.
+fn tls_config(ca_root: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = ca_root {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|_| {
+                "invalid configuration: `lakebase_ca_root` is not PEM certificates".to_owned()
+            })?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("invalid configuration: `lakebase_ca_root`: {e}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A failed login as text the core classifies: the server's message with its SQLSTATE, or the
+/// transport's error (TLS errors say "certificate").
+fn login_text(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(db) = e.as_db_error() {
+        text = format!("{text} (SQLSTATE {})", db.code().code());
+    }
+    if let Some(source) = std::error::Error::source(e) {
+        let source = source.to_string();
+        if !text.contains(&source) {
+            text = format!("{text}: {source}");
+        }
+    }
+    text
+}
+
+/// A query error of tokio-postgres as a library [`Error`] of kind `database`, SQLSTATE kept.
+pub fn database_error(e: &tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => Error::from_message(
+            ErrorKind::Database,
+            format!("the database refused the query: {}", db.message()),
+        )
+        .with_sqlstate(db.code().code()),
+        None => Error::from_message(
+            ErrorKind::Database,
+            format!("the database query failed: {e}"),
+        ),
+    }
+}

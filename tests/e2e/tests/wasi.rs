@@ -1,0 +1,283 @@
+//! The standard-WASI build (`examples/notes-wasi` on `crates/wasi`) on `wasmtime serve`:
+//! wasmtime's own implementations of `wasi:http`, `wasi:config`, `wasi:keyvalue` and
+//! `wasi:sockets`, against the emulator and a real PostgreSQL behind its TLS login proxy, with
+//! Postgres spoken by the component itself (TLS verified against `lakebase_ca_root`).
+//!
+//! The wasmtime is `$WASMTIME`, else `wasmtime` on the PATH (`.ci/run` passes the workplace's);
+//! without one these scenarios say so and pass (the world check still runs).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lakebase_e2e::{notes_wasi_wasm, temp_dir};
+use lakebase_emulator::{
+    Backend, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Emulator, EmulatorOptions,
+};
+use lakebase_testkit::PgCluster;
+use lakebase_testkit::host::{HostKind, HostProcess};
+use serde_json::Value;
+
+fn wasmtime() -> Option<HostKind> {
+    let found = HostKind::wasmtime_from_env();
+    if found.is_none() {
+        eprintln!(
+            "NOTE: no wasmtime ($WASMTIME unset and no `wasmtime` on the PATH): the wasmtime serve tier was NOT run"
+        );
+    }
+    found
+}
+
+/// PostgreSQL, the emulator with TLS on its login proxy, and the app's `wasi:config` values.
+struct Upstream {
+    emu: Emulator,
+    config: BTreeMap<String, String>,
+    _pg: PgCluster,
+}
+
+async fn upstream() -> Upstream {
+    let pg = PgCluster::start().expect("starting PostgreSQL");
+    let mut opts = EmulatorOptions::new(Backend {
+        host: pg.host().to_owned(),
+        port: pg.port(),
+        admin_user: pg.superuser().to_owned(),
+        admin_password: pg.superuser_password().to_owned(),
+    });
+    opts.tls = true;
+    let emu = Emulator::start(opts).await.expect("starting the emulator");
+    let config = BTreeMap::from([
+        ("databricks_host".to_owned(), emu.http_url()),
+        (
+            "databricks_client_id".to_owned(),
+            DEFAULT_CLIENT_ID.to_owned(),
+        ),
+        (
+            "databricks_client_secret".to_owned(),
+            DEFAULT_CLIENT_SECRET.to_owned(),
+        ),
+        ("lakebase_endpoint".to_owned(), DEFAULT_ENDPOINT.to_owned()),
+        // The proxy's certificate names localhost and 127.0.0.1; TLS is required and verified.
+        ("pghost".to_owned(), "localhost".to_owned()),
+        ("pgport".to_owned(), emu.pg_addr().port().to_string()),
+        (
+            "lakebase_ca_root".to_owned(),
+            emu.ca_pem().expect("TLS CA").to_owned(),
+        ),
+    ]);
+    Upstream {
+        emu,
+        config,
+        _pg: pg,
+    }
+}
+
+fn serve(
+    kind: &HostKind,
+    config: &BTreeMap<String, String>,
+    args: &[&str],
+    tag: &str,
+) -> HostProcess {
+    HostProcess::wasmtime_serve(kind, &notes_wasi_wasm(), config, args, &temp_dir(tag))
+        .expect("starting wasmtime serve")
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+#[test]
+fn the_wasi_app_world_imports_only_standard_wasi() {
+    let (imports, exports) = lakebase_devhost::component_world(&notes_wasi_wasm()).unwrap();
+    println!("imports: {imports:?}\nexports: {exports:?}");
+    assert!(
+        exports
+            .iter()
+            .any(|e| e.starts_with("wasi:http/incoming-handler@0.2")),
+        "{exports:?}"
+    );
+    for needed in [
+        "wasi:config/store@0.2.0-rc.1",
+        "wasi:keyvalue/store@0.2.0-draft",
+        "wasi:sockets/tcp@0.2",
+        "wasi:http/outgoing-handler@0.2",
+    ] {
+        assert!(
+            imports.iter().any(|i| i.starts_with(needed)),
+            "missing {needed}: {imports:?}"
+        );
+    }
+    for i in &imports {
+        assert!(i.starts_with("wasi:"), "not standard WASI: {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
+    let Some(kind) = wasmtime() else { return };
+    let up = upstream().await;
+    // WASI 0.2 components get a fresh instance per request unless reuse is allowed; with it,
+    // the credential in instance memory serves the next requests.
+    let host = serve(
+        &kind,
+        &up.config,
+        &["--max-instance-reuse-count", "128"],
+        "wasi-notes",
+    );
+    let mut responses = String::new();
+    let mut call = |method: &str, path: &str, body: &str| {
+        let (status, text) = host.request(method, path, body).expect("request");
+        responses.push_str(&text);
+        (status, text)
+    };
+
+    let (status, text) = call("GET", "/health", "");
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    let health = json(&text);
+    assert_eq!(health["credential"]["source"], "minted");
+    assert_eq!(health["database"]["user"], DEFAULT_CLIENT_ID);
+    assert_eq!(health["database"]["host"], "localhost");
+    let (status, text) = call("GET", "/health", "");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["credential"]["source"], "memory");
+
+    // The notes API answers as on Spin (the same core).
+    let (status, text) = call("POST", "/notes", r#"{"text":"from wasmtime"}"#);
+    assert_eq!(status, 201, "{text}");
+    let id = json(&text)["id"].as_i64().expect("an id");
+    let (status, text) = call("GET", &format!("/notes/{id}"), "");
+    assert_eq!(
+        (status, json(&text)["text"].clone()),
+        (200, "from wasmtime".into())
+    );
+    let (status, text) = call("GET", "/notes?limit=5", "");
+    assert_eq!(status, 200);
+    assert!(
+        json(&text)["notes"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())
+    );
+    assert_eq!(call("DELETE", &format!("/notes/{id}"), "").0, 204);
+    let (status, text) = call("GET", &format!("/notes/{id}"), "");
+    assert_eq!(
+        (status, json(&text)["error"]["kind"].clone()),
+        (404, "not_found".into())
+    );
+    let (status, text) = call("POST", "/notes", "{\"text\":\"a\\u0000b\"}");
+    assert_eq!(status, 400, "{text}");
+    let big = format!("{{\"text\":\"{}\"}}", "a".repeat(70_000));
+    assert_eq!(call("POST", "/notes", &big).0, 413);
+    assert_eq!(call("GET", "/nope", "").0, 404);
+    assert_eq!(up.emu.mints(), 1, "one mint for all of it");
+
+    // Every token revoked (as when a token expires): the next login is rejected with 28P01,
+    // the component drops its credential, mints once more and logs in.
+    up.emu.revoke_all();
+    let (status, text) = call("GET", "/health", "");
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    assert_eq!(json(&text)["credential"]["source"], "minted");
+    assert_eq!(up.emu.mints(), 2);
+
+    // Many requests at once: wasmtime serves WASI 0.2 instances one request at a time and
+    // starts more instances; each new instance mints (wasmtime's key-value store keeps nothing
+    // between bucket handles), none fails.
+    let host = Arc::new(host);
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let host = host.clone();
+            std::thread::spawn(move || {
+                (0..4)
+                    .map(|_| host.request("GET", "/health", "").expect("request"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut concurrent = 0;
+    for t in threads {
+        for (status, text) in t.join().unwrap() {
+            assert_eq!(status, 200, "{text}");
+            responses.push_str(&text);
+            concurrent += 1;
+        }
+    }
+    assert_eq!(concurrent, 64);
+    println!("64 concurrent requests: {} mints in all", up.emu.mints());
+
+    let logs = host.logs();
+    assert!(logs.contains("minted database credential"), "{logs}");
+    for secret in up
+        .emu
+        .issued_tokens()
+        .iter()
+        .map(String::as_str)
+        .chain([DEFAULT_CLIENT_SECRET])
+    {
+        assert!(!responses.contains(secret), "a secret in a response");
+        assert!(!logs.contains(secret), "a secret in the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_on_wasmtime_serve_say_who_must_act() {
+    let Some(kind) = wasmtime() else { return };
+    let up = upstream().await;
+
+    let mut wrong = up.config.clone();
+    wrong.insert(
+        "databricks_client_secret".into(),
+        "not-the-secret-0123456789".into(),
+    );
+    let host = serve(&kind, &wrong, &[], "wasi-wrong-secret");
+    let (status, text) = host.request("GET", "/health", "").unwrap();
+    let e = json(&text);
+    assert_eq!(
+        (status, e["error"]["kind"].clone()),
+        (502, "workspace_auth".into()),
+        "{text}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("databricks_client_secret")
+    );
+    assert!(
+        !text.contains("not-the-secret-0123456789")
+            && !host.logs().contains("not-the-secret-0123456789")
+    );
+
+    let mut missing = up.config.clone();
+    missing.remove("lakebase_endpoint");
+    let host = serve(&kind, &missing, &[], "wasi-missing-endpoint");
+    let (status, text) = host.request("GET", "/health", "").unwrap();
+    let e = json(&text);
+    assert_eq!(
+        (status, e["error"]["kind"].clone()),
+        (500, "configuration".into()),
+        "{text}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lakebase_endpoint"),
+        "{text}"
+    );
+
+    // A certificate that is not the proxy's CA: TLS is verified in the guest.
+    let mut untrusted = up.config.clone();
+    untrusted.remove("lakebase_ca_root");
+    let host = serve(&kind, &untrusted, &[], "wasi-untrusted");
+    let (status, text) = host.request("GET", "/health", "").unwrap();
+    let e = json(&text);
+    assert_eq!(
+        (status, e["error"]["kind"].clone()),
+        (500, "configuration".into()),
+        "{text}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lakebase_ca_root"),
+        "{text}"
+    );
+}

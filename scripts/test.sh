@@ -53,30 +53,27 @@ cargo build --target wasm32-wasip2 --release \
 echo "==> the standard-WASI build (its own invocation: no spin-sdk may join it by feature unification)"
 cargo build --target wasm32-wasip2 --release -p lakebase-notes-wasi
 
+# A tier of tests that needs a tool: `$VAR` (a path or a command), else `name` on the PATH.
+# Sets `tier` to a line that says which ran, exports VAR as an absolute path, or unsets it.
+tool_tier() {
+    local var=$1 name=$2 hint=$3 value="${!1:-}"
+    if [ -n "$value" ] && command -v "$value" >/dev/null 2>&1; then
+        case "$value" in */*) value="$(cd "$(dirname "$value")" && pwd)/$(basename "$value")" ;; *) value="$(command -v "$value")" ;; esac
+        export "$var=$value"
+        tier="$name tier: $("$value" --version) ($value)"
+    elif [ -z "$value" ] && command -v "$name" >/dev/null 2>&1; then
+        tier="$name tier: $("$name" --version) ($(command -v "$name"))"
+    else
+        unset "$var"
+        tier="$name tier NOT run: no $name (set $var=/path/to/$name or put $name on the PATH)$hint"
+    fi
+}
 # The end-to-end scenarios run on the devhost and, when a real Spin is found ($SPIN, else `spin`
-# on the PATH), on Spin too.
-if [ -n "${SPIN:-}" ] && command -v "$SPIN" >/dev/null 2>&1; then
-    case "$SPIN" in */*) SPIN="$(cd "$(dirname "$SPIN")" && pwd)/$(basename "$SPIN")" ;; *) SPIN="$(command -v "$SPIN")" ;; esac
-    export SPIN
-    spin_tier="Spin tier: $("$SPIN" --version) ($SPIN)"
-elif [ -z "${SPIN:-}" ] && command -v spin >/dev/null 2>&1; then
-    spin_tier="Spin tier: $(spin --version) ($(command -v spin))"
-else
-    unset SPIN
-    spin_tier="Spin tier NOT run: no Spin CLI (set SPIN=/path/to/spin or put spin on the PATH); devhost tier only"
-fi
-# The standard-WASI scenarios run on `wasmtime serve` when one is found ($WASMTIME, else
-# `wasmtime` on the PATH).
-if [ -n "${WASMTIME:-}" ] && command -v "$WASMTIME" >/dev/null 2>&1; then
-    case "$WASMTIME" in */*) WASMTIME="$(cd "$(dirname "$WASMTIME")" && pwd)/$(basename "$WASMTIME")" ;; *) WASMTIME="$(command -v "$WASMTIME")" ;; esac
-    export WASMTIME
-    wasmtime_tier="wasmtime tier: $("$WASMTIME" --version) ($WASMTIME)"
-elif [ -z "${WASMTIME:-}" ] && command -v wasmtime >/dev/null 2>&1; then
-    wasmtime_tier="wasmtime tier: $(wasmtime --version) ($(command -v wasmtime))"
-else
-    unset WASMTIME
-    wasmtime_tier="wasmtime tier NOT run: no wasmtime (set WASMTIME=/path/to/wasmtime or put wasmtime on the PATH)"
-fi
+# on the PATH), on Spin too; the standard-WASI ones on `wasmtime serve` when a wasmtime is found.
+tool_tier SPIN spin "; devhost tier only"
+spin_tier="${tier/spin tier/Spin tier}"
+tool_tier WASMTIME wasmtime ""
+wasmtime_tier="$tier"
 echo "==> tests ($spin_tier; $wasmtime_tier)"
 cargo test --workspace
 

@@ -2,8 +2,6 @@
 //! Routes, validation, SQL and JSON are `lakebase-notes-core`'s (shared with the standard-WASI
 //! build, `examples/notes-wasi`); this file reads Spin requests and runs `spin:postgres` queries.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use lakebase_notes_core::{self as notes, Failure, Route};
 use lakebase_spin::Connected;
 use lakebase_spin::host::Clock as _;
@@ -12,9 +10,6 @@ use serde_json::Value;
 use spin_sdk::http::Request;
 use spin_sdk::http::body::IncomingBodyExt as _;
 use spin_sdk::pg::{Connection, ParameterValue, Row};
-
-/// The table is created once per instance, on first use.
-static TABLE_READY: AtomicBool = AtomicBool::new(false);
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> anyhow::Result<http::Response<String>> {
@@ -108,15 +103,11 @@ async fn read_body(req: Request) -> Result<Vec<u8>, Failure> {
 /// Connects (with a cached or fresh credential) and makes sure the table exists.
 async fn connect() -> Result<Connected<Connection>, Failure> {
     let db = lakebase().await?.connect(&SpinPg).await?;
-    if !TABLE_READY.load(Ordering::Relaxed) {
-        if let Err(e) = db.connection.execute(notes::CREATE_TABLE, &[]).await {
-            let e = lakebase_spin::Error::from(e);
-            if !notes::table_exists_after(&e) {
-                return Err(e.into());
-            }
-        }
-        TABLE_READY.store(true, Ordering::Relaxed);
-    }
+    notes::ensure_table(|| async {
+        let created = db.connection.execute(notes::CREATE_TABLE, &[]).await;
+        created.map(drop).map_err(lakebase_spin::Error::from)
+    })
+    .await?;
     Ok(db)
 }
 

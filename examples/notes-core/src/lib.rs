@@ -8,6 +8,9 @@
 //!
 //! Every error is `{"error":{"kind":…,"message":…}}` with a fitting status; never an empty 500.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use lakebase_spin::{Credential, CredentialSource, Error, ErrorKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -47,11 +50,26 @@ pub fn list_notes() -> String {
 /// `$1` id (int8).
 pub const DELETE_NOTE: &str = "DELETE FROM notes WHERE id = $1";
 
-/// Whether creating the table failed only because another instance created it at the same
-/// moment: Postgres's `IF NOT EXISTS` is not atomic, and the loser fails on the catalog's unique
-/// index (23505) or finds the table (42P07). Either way the table is there.
-pub fn table_exists_after(e: &Error) -> bool {
-    matches!(e.sqlstate(), Some("23505" | "42P07"))
+/// Whether the table is known to exist in this instance.
+static TABLE_READY: AtomicBool = AtomicBool::new(false);
+
+/// Creates the table with `create` (running [`CREATE_TABLE`]) the first time in this instance.
+/// Another instance creating it at the same moment is not an error: Postgres's `IF NOT EXISTS`
+/// is not atomic, and the loser fails on the catalog's unique index (23505) or finds the table
+/// (42P07). Either way the table is there.
+pub async fn ensure_table<F: Future<Output = Result<(), Error>>>(
+    create: impl FnOnce() -> F,
+) -> Result<(), Failure> {
+    if TABLE_READY.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    if let Err(e) = create().await
+        && !matches!(e.sqlstate(), Some("23505" | "42P07"))
+    {
+        return Err(e.into());
+    }
+    TABLE_READY.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// What a request asks for.

@@ -4,7 +4,6 @@
 //! with Postgres spoken in the component over `wasi:sockets` (`lakebase-wasi`).
 
 use std::io::{Read as _, Write as _};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use lakebase_notes_core::{self as notes, Failure, Route};
 use lakebase_spin::Connected;
@@ -17,9 +16,6 @@ use wasip2::http::types::{
 };
 
 wasip2::http::proxy::export!(Notes);
-
-/// The table is created once per instance, on first use.
-static TABLE_READY: AtomicBool = AtomicBool::new(false);
 
 struct Notes;
 
@@ -135,15 +131,11 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Failure> {
 /// Connects (with a cached or fresh credential) and makes sure the table exists.
 async fn connect() -> Result<Connected<Client>, Failure> {
     let db = lakebase().await?.connect(&WasiPg).await?;
-    if !TABLE_READY.load(Ordering::Relaxed) {
-        if let Err(e) = db.connection.execute(notes::CREATE_TABLE, &[]).await {
-            let e = database_error(&e);
-            if !notes::table_exists_after(&e) {
-                return Err(e.into());
-            }
-        }
-        TABLE_READY.store(true, Ordering::Relaxed);
-    }
+    notes::ensure_table(|| async {
+        let created = db.connection.execute(notes::CREATE_TABLE, &[]).await;
+        created.map(drop).map_err(|e| database_error(&e))
+    })
+    .await?;
     Ok(db)
 }
 

@@ -31,24 +31,7 @@ pub fn repo_root() -> PathBuf {
 pub fn app_wasm() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--release",
-                    "-p",
-                    "lakebase-notes",
-                ])
-                .current_dir(repo_root())
-                .status()
-                .expect("running cargo build for the app");
-            assert!(status.success(), "building the app component failed");
-            let path = repo_root().join("target/wasm32-wasip2/release/lakebase_notes.wasm");
-            assert!(path.exists(), "{} missing", path.display());
-            path
-        })
+        .get_or_init(|| build_release("lakebase-notes", "lakebase_notes.wasm"))
         .clone()
 }
 
@@ -57,19 +40,27 @@ pub fn app_wasm() -> PathBuf {
 pub fn notes_wasi_wasm() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--target", "wasm32-wasip2", "--release"])
-                .args(["-p", "lakebase-notes-wasi"])
-                .current_dir(repo_root())
-                .status()
-                .expect("running cargo build for the WASI app");
-            assert!(status.success(), "building the WASI app failed");
-            let path = repo_root().join("target/wasm32-wasip2/release/lakebase_notes_wasi.wasm");
-            assert!(path.exists(), "{} missing", path.display());
-            path
-        })
+        .get_or_init(|| build_release("lakebase-notes-wasi", "lakebase_notes_wasi.wasm"))
         .clone()
+}
+
+fn build_release(package: &str, file: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "-p",
+            package,
+        ])
+        .current_dir(repo_root())
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build for {package}: {e}"));
+    assert!(status.success(), "building {package} failed");
+    let path = repo_root().join("target/wasm32-wasip2/release").join(file);
+    assert!(path.exists(), "{} missing", path.display());
+    path
 }
 
 /// The devhost binary (for the tests that run separate processes). `cargo test --workspace`
@@ -300,15 +291,20 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
+        Upstream::start_opts(false).await
+    }
+
+    /// With `tls`, the login proxy offers TLS with a CA of its own ([`Emulator::ca_pem`]).
+    pub async fn start_opts(tls: bool) -> Upstream {
         let pg = PgCluster::start().expect("starting PostgreSQL");
-        let emu = Emulator::start(EmulatorOptions::new(Backend {
+        let mut opts = EmulatorOptions::new(Backend {
             host: pg.host().to_owned(),
             port: pg.port(),
             admin_user: pg.superuser().to_owned(),
             admin_password: pg.superuser_password().to_owned(),
-        }))
-        .await
-        .expect("starting the emulator");
+        });
+        opts.tls = tls;
+        let emu = Emulator::start(opts).await.expect("starting the emulator");
         let vars = default_vars(&emu);
         Upstream { emu, vars, pg }
     }

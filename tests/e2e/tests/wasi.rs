@@ -9,11 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lakebase_e2e::{notes_wasi_wasm, temp_dir};
-use lakebase_emulator::{
-    Backend, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Emulator, EmulatorOptions,
-};
-use lakebase_testkit::PgCluster;
+use lakebase_e2e::{Upstream, notes_wasi_wasm, temp_dir};
+use lakebase_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT};
 use lakebase_testkit::host::{HostKind, HostProcess};
 use serde_json::Value;
 
@@ -28,24 +25,10 @@ fn wasmtime() -> Option<HostKind> {
 }
 
 /// PostgreSQL, the emulator with TLS on its login proxy, and the app's `wasi:config` values.
-struct Upstream {
-    emu: Emulator,
-    config: BTreeMap<String, String>,
-    _pg: PgCluster,
-}
-
-async fn upstream() -> Upstream {
-    let pg = PgCluster::start().expect("starting PostgreSQL");
-    let mut opts = EmulatorOptions::new(Backend {
-        host: pg.host().to_owned(),
-        port: pg.port(),
-        admin_user: pg.superuser().to_owned(),
-        admin_password: pg.superuser_password().to_owned(),
-    });
-    opts.tls = true;
-    let emu = Emulator::start(opts).await.expect("starting the emulator");
+async fn upstream() -> (Upstream, BTreeMap<String, String>) {
+    let up = Upstream::start_opts(true).await;
     let config = BTreeMap::from([
-        ("databricks_host".to_owned(), emu.http_url()),
+        ("databricks_host".to_owned(), up.emu.http_url()),
         (
             "databricks_client_id".to_owned(),
             DEFAULT_CLIENT_ID.to_owned(),
@@ -57,17 +40,13 @@ async fn upstream() -> Upstream {
         ("lakebase_endpoint".to_owned(), DEFAULT_ENDPOINT.to_owned()),
         // The proxy's certificate names localhost and 127.0.0.1; TLS is required and verified.
         ("pghost".to_owned(), "localhost".to_owned()),
-        ("pgport".to_owned(), emu.pg_addr().port().to_string()),
+        ("pgport".to_owned(), up.emu.pg_addr().port().to_string()),
         (
             "lakebase_ca_root".to_owned(),
-            emu.ca_pem().expect("TLS CA").to_owned(),
+            up.emu.ca_pem().expect("TLS CA").to_owned(),
         ),
     ]);
-    Upstream {
-        emu,
-        config,
-        _pg: pg,
-    }
+    (up, config)
 }
 
 fn serve(
@@ -113,12 +92,12 @@ fn the_wasi_app_world_imports_only_standard_wasi() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
     let Some(kind) = wasmtime() else { return };
-    let up = upstream().await;
+    let (up, config) = upstream().await;
     // WASI 0.2 components get a fresh instance per request unless reuse is allowed; with it,
     // the credential in instance memory serves the next requests.
     let host = serve(
         &kind,
-        &up.config,
+        &config,
         &["--max-instance-reuse-count", "128"],
         "wasi-notes",
     );
@@ -218,66 +197,41 @@ async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_on_wasmtime_serve_say_who_must_act() {
     let Some(kind) = wasmtime() else { return };
-    let up = upstream().await;
-
-    let mut wrong = up.config.clone();
-    wrong.insert(
-        "databricks_client_secret".into(),
-        "not-the-secret-0123456789".into(),
-    );
-    let host = serve(&kind, &wrong, &[], "wasi-wrong-secret");
-    let (status, text) = host.request("GET", "/health", "").unwrap();
-    let e = json(&text);
-    assert_eq!(
-        (status, e["error"]["kind"].clone()),
-        (502, "workspace_auth".into()),
-        "{text}"
-    );
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("databricks_client_secret")
-    );
-    assert!(
-        !text.contains("not-the-secret-0123456789")
-            && !host.logs().contains("not-the-secret-0123456789")
-    );
-
-    let mut missing = up.config.clone();
-    missing.remove("lakebase_endpoint");
-    let host = serve(&kind, &missing, &[], "wasi-missing-endpoint");
-    let (status, text) = host.request("GET", "/health", "").unwrap();
-    let e = json(&text);
-    assert_eq!(
-        (status, e["error"]["kind"].clone()),
-        (500, "configuration".into()),
-        "{text}"
-    );
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("lakebase_endpoint"),
-        "{text}"
-    );
-
-    // A certificate that is not the proxy's CA: TLS is verified in the guest.
-    let mut untrusted = up.config.clone();
-    untrusted.remove("lakebase_ca_root");
-    let host = serve(&kind, &untrusted, &[], "wasi-untrusted");
-    let (status, text) = host.request("GET", "/health", "").unwrap();
-    let e = json(&text);
-    assert_eq!(
-        (status, e["error"]["kind"].clone()),
-        (500, "configuration".into()),
-        "{text}"
-    );
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("lakebase_ca_root"),
-        "{text}"
-    );
+    let (_up, config) = upstream().await;
+    let cases: [(&str, Option<&str>, u16, &str); 3] = [
+        // A wrong secret: the workspace refuses it.
+        (
+            "databricks_client_secret",
+            Some("not-the-secret-0123456789"),
+            502,
+            "workspace_auth",
+        ),
+        // A missing variable is named.
+        ("lakebase_endpoint", None, 500, "configuration"),
+        // No CA for the proxy's certificate: TLS is verified in the guest.
+        ("lakebase_ca_root", None, 500, "configuration"),
+    ];
+    for (name, value, status, kind_name) in cases {
+        let mut edited = config.clone();
+        match value {
+            Some(v) => edited.insert(name.to_owned(), v.to_owned()),
+            None => edited.remove(name),
+        };
+        let host = serve(&kind, &edited, &[], &format!("wasi-{name}"));
+        let (got, text) = host.request("GET", "/health", "").unwrap();
+        let e = json(&text);
+        assert_eq!(
+            (got, e["error"]["kind"].clone()),
+            (status, kind_name.into()),
+            "{name}: {text}"
+        );
+        let message = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(name), "{name}: {text}");
+        if let Some(v) = value {
+            assert!(
+                !text.contains(v) && !host.logs().contains(v),
+                "{name}: echoed"
+            );
+        }
+    }
 }

@@ -68,9 +68,9 @@ impl<H, K, C: Clock> std::fmt::Debug for Lakebase<H, K, C> {
     }
 }
 
-/// An open connection and the credential it logged in with.
+/// An open connection and the credential it logged in with. An adapter that keeps connections
+/// open across requests builds one for a connection it reuses.
 #[derive(Debug)]
-#[non_exhaustive]
 pub struct Connected<T> {
     /// The connection.
     pub connection: T,

@@ -26,9 +26,11 @@
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use lakebase_spin::{Config, Connected, Error, Lakebase};
+use lakebase_spin::host::Clock as _;
+use lakebase_spin::{Config, Connected, Credential, CredentialSource, Error, Lakebase};
 
 mod clock;
 mod http;
@@ -71,8 +73,51 @@ pub async fn lakebase() -> Result<&'static WasiLakebase, Error> {
     Ok(INSTANCE.get_or_init(|| lb))
 }
 
-/// Opens a Lakebase Postgres connection (in the guest, over `wasi:sockets`) with a cached or
-/// fresh credential; a rejected token is re-minted once. Call it inside [`block_on`].
-pub async fn connect() -> Result<Connected<tokio_postgres::Client>, Error> {
-    lakebase().await?.connect(&WasiPg).await
+/// This instance's open connection and the credential it logged in with. Reusing it is safe
+/// past the token's reuse limit: Lakebase checks the token at login only, so an open session
+/// outlives it (as a pool's connections do in the Python and Node drivers).
+static CONNECTION: Mutex<Option<(Arc<tokio_postgres::Client>, Credential)>> = Mutex::new(None);
+
+/// How long the check that a kept connection still answers may take.
+const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A Lakebase Postgres connection (in the guest, over `wasi:sockets`): this instance's open one
+/// when it still answers (then `source` is `memory`), else a new one with a cached or fresh
+/// credential, a rejected token re-minted once. Call it inside [`block_on`].
+pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> {
+    let kept = CONNECTION.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some((client, credential)) = kept
+        && alive(&client).await
+    {
+        *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((client.clone(), credential.clone()));
+        return Ok(Connected {
+            connection: client,
+            credential,
+            source: CredentialSource::Memory,
+        });
+    }
+    let db = lakebase().await?.connect(&WasiPg).await?;
+    let client = Arc::new(db.connection);
+    *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((client.clone(), db.credential.clone()));
+    Ok(Connected {
+        connection: client,
+        credential: db.credential,
+        source: db.source,
+    })
+}
+
+/// Whether a kept connection still answers: an empty query, one round trip (a session the
+/// server ended, or a network that dropped it, fails here instead of in the caller's query).
+async fn alive(client: &tokio_postgres::Client) -> bool {
+    if client.is_closed() {
+        return false;
+    }
+    let ping = std::pin::pin!(client.simple_query(""));
+    let timer = std::pin::pin!(WasiClock.sleep(ALIVE_TIMEOUT));
+    match futures::future::select(ping, timer).await {
+        futures::future::Either::Left((answered, _)) => answered.is_ok(),
+        futures::future::Either::Right(_) => false,
+    }
 }

@@ -4,11 +4,12 @@
 //! with Postgres spoken in the component over `wasi:sockets` (`lakebase-wasi`).
 
 use std::io::{Read as _, Write as _};
+use std::sync::Arc;
 
 use lakebase_notes_core::{self as notes, Failure, Route};
 use lakebase_spin::Connected;
 use lakebase_spin::host::Clock as _;
-use lakebase_wasi::{WasiClock, WasiPg, database_error, lakebase};
+use lakebase_wasi::{WasiClock, database_error};
 use serde_json::Value;
 use tokio_postgres::{Client, Row};
 use wasip2::http::types::{
@@ -129,8 +130,8 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Failure> {
 }
 
 /// Connects (with a cached or fresh credential) and makes sure the table exists.
-async fn connect() -> Result<Connected<Client>, Failure> {
-    let db = lakebase().await?.connect(&WasiPg).await?;
+async fn connect() -> Result<Connected<Arc<Client>>, Failure> {
+    let db = lakebase_wasi::connect().await?;
     notes::ensure_table(|| async {
         let created = db.connection.execute(notes::CREATE_TABLE, &[]).await;
         created.map(drop).map_err(|e| database_error(&e))
@@ -140,7 +141,7 @@ async fn connect() -> Result<Connected<Client>, Failure> {
 }
 
 async fn health() -> Result<(u16, Value), Failure> {
-    let db = lakebase().await?.connect(&WasiPg).await?;
+    let db = lakebase_wasi::connect().await?;
     let rows = query_rows(&db.connection, notes::HEALTH_QUERY, &[]).await?;
     let row = rows.first().ok_or_else(notes::no_health_row)?;
     let now = WasiClock.now().timestamp();

@@ -116,7 +116,11 @@ async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
     assert_eq!(health["database"]["host"], "localhost");
     let (status, text) = call("GET", "/health", "");
     assert_eq!(status, 200, "{text}");
-    assert_eq!(json(&text)["credential"]["source"], "memory");
+    assert_eq!(
+        json(&text)["credential"]["source"],
+        "memory",
+        "the instance's connection and credential"
+    );
 
     // The notes API answers as on Spin (the same core).
     let (status, text) = call("POST", "/notes", r#"{"text":"from wasmtime"}"#);
@@ -147,13 +151,34 @@ async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
     assert_eq!(call("GET", "/nope", "").0, 404);
     assert_eq!(up.emu.mints(), 1, "one mint for all of it");
 
-    // Every token revoked (as when a token expires): the next login is rejected with 28P01,
-    // the component drops its credential, mints once more and logs in.
+    // The instance kept its connection open: one login for all of it.
+    assert_eq!(
+        up.emu.count("PG login accepted"),
+        1,
+        "{:?}",
+        up.emu.counts()
+    );
+
+    // Every token revoked, and the emulator's proxy ends their sessions (a server that ended
+    // them): the kept connection no longer answers, the next login with the credential in
+    // memory is rejected with 28P01, and the component drops it, mints once more and logs in.
     up.emu.revoke_all();
+    // The proxy cuts the sessions on its own tasks: wait for it before the next request.
+    let cut = |emu: &lakebase_emulator::Emulator| {
+        emu.log_lines().iter().any(|l| l.contains("cut session"))
+    };
+    for _ in 0..100 {
+        if cut(&up.emu) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(cut(&up.emu), "the proxy cut the kept session");
     let (status, text) = call("GET", "/health", "");
     assert_eq!(status, 200, "{text}\n{}", host.logs());
     assert_eq!(json(&text)["credential"]["source"], "minted");
     assert_eq!(up.emu.mints(), 2);
+    assert!(host.logs().contains("minting a new one"), "{}", host.logs());
 
     // Many requests at once: wasmtime serves WASI 0.2 instances one request at a time and
     // starts more instances; each new instance mints (wasmtime's key-value store keeps nothing

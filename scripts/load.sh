@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The load command: builds the app (.wasm) and the devhost, then runs tests/e2e/examples/load.rs, which
 # starts a throwaway PostgreSQL, the emulated workspace and N host processes (the devhost or a
-# real Spin: $SPIN, else `spin` on the PATH) on one key-value store, and prints a table.
+# real Spin: $SPIN, else `spin` on the PATH; or `wasmtime serve` of the standard-WASI build) on
+# one key-value store, and prints a table.
 # Options: ./scripts/load.sh --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +13,7 @@ fi
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 unset RUST_BACKTRACE
 cargo build -q --target wasm32-wasip2 --release -p lakebase-notes
+# The standard-WASI build for `--hosts wasmtime` (its own invocation: no spin-sdk joins it).
+cargo build -q --target wasm32-wasip2 --release -p lakebase-notes-wasi
 cargo build -q -p lakebase-devhost --bin devhost
 exec cargo run -q -p lakebase-e2e --example load -- "$@"

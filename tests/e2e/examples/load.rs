@@ -31,9 +31,11 @@ const HELP: &str = "load: concurrent clients against N host processes serving th
 USAGE: cargo run -p lakebase-e2e --example load -- [OPTIONS]   (or ./scripts/load.sh [OPTIONS])
 
 OPTIONS:
-  --hosts LIST       devhost, spin or both, comma-separated (default: devhost, and spin when
-                     $SPIN or `spin` on the PATH is found)
-  --stores LIST      sqlite, redis or both (default: sqlite,redis)
+  --hosts LIST       devhost, spin, wasmtime, comma-separated (default: devhost, and spin when
+                     $SPIN or `spin` on the PATH is found). wasmtime serves the standard-WASI
+                     build (examples/notes-wasi) with `wasmtime serve` ($WASMTIME or on the
+                     PATH) and instance reuse; its store is wasmtime's in-memory one (`memory`)
+  --stores LIST      sqlite, redis or both, for Spin and the devhost (default: sqlite,redis)
   --processes N      host processes on one store (default 4)
   --clients M        concurrent clients per process (default 16)
   --requests R       requests in all (default 1000)
@@ -126,7 +128,9 @@ fn parse_args() -> Result<Args> {
                 "devhost" => Ok(devhost()),
                 "spin" => HostKind::spin_from_env()
                     .context("--hosts spin: set $SPIN or put `spin` on the PATH"),
-                other => bail!("--hosts: `{other}` is neither devhost nor spin"),
+                "wasmtime" => HostKind::wasmtime_from_env()
+                    .context("--hosts wasmtime: set $WASMTIME or put `wasmtime` on the PATH"),
+                other => bail!("--hosts: `{other}` is not devhost, spin or wasmtime"),
             })
             .collect::<Result<_>>()?,
     };
@@ -154,7 +158,13 @@ async fn main() -> Result<()> {
     let pg = PgCluster::start()?;
     let mut rows = Vec::new();
     for kind in &args.hosts {
-        for store in &args.stores {
+        let wasi = matches!(kind, HostKind::WasmtimeServe { .. });
+        let stores = if wasi {
+            vec!["memory".to_owned()]
+        } else {
+            args.stores.clone()
+        };
+        for store in &stores {
             let mut opts = EmulatorOptions::new(Backend {
                 host: pg.host().to_owned(),
                 port: pg.port(),
@@ -205,6 +215,18 @@ async fn main() -> Result<()> {
             };
             let nodes = (0..args.processes)
                 .map(|i| {
+                    if wasi {
+                        let wasm =
+                            root().join("target/wasm32-wasip2/release/lakebase_notes_wasi.wasm");
+                        let reuse = ["--max-instance-reuse-count", "128"];
+                        return HostProcess::wasmtime_serve(
+                            kind,
+                            &wasm,
+                            &variables,
+                            &reuse,
+                            &dir.join(format!("p{i}")),
+                        );
+                    }
                     HostProcess::start(
                         kind,
                         &HostOptions {

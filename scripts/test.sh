@@ -47,11 +47,13 @@ echo "==> generated code: the plugin's bindings match their generator"
 echo "==> the components (release .wasm): app, plugin, Rust consumers, deny adapter; Python consumer"
 cargo build --target wasm32-wasip2 --release \
     -p lakebase-notes -p lakebase-plugin -p lakebase-pg-consumer -p lakebase-deny-adapter \
-    -p lakebase-credentials-consumer
+    -p lakebase-credentials-consumer -p lakebase-p3-credentials-consumer
 ./tests/python-consumer/build.sh
 
-echo "==> the standard-WASI build (its own invocation: no spin-sdk may join it by feature unification)"
-cargo build --target wasm32-wasip2 --release -p lakebase-notes-wasi
+echo "==> the standard-WASI builds (their own invocation: no spin-sdk may join them by feature unification)"
+cargo build --target wasm32-wasip2 --release \
+    -p lakebase-notes-wasi -p lakebase-wasi-plugin -p lakebase-wasmcloud-consumer
+ls -l target/wasm32-wasip2/release/lakebase_notes_wasi.wasm target/wasm32-wasip2/release/lakebase_wasi_plugin.wasm
 
 # A tier of tests that needs a tool: `$VAR` (a path or a command), else `name` on the PATH.
 # Sets `tier` to a line that says which ran, exports VAR as an absolute path, or unsets it.

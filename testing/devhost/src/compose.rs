@@ -284,6 +284,17 @@ pub fn compose(
     encode(&graph)
 }
 
+/// What `wac plug --plug <plug> <socket>` does: every export of `plug` that matches an import
+/// of `socket` (by name and type) satisfies it, from one instance of `plug`; the result exports
+/// what `socket` exports. Fails when nothing matched.
+pub fn wac_plug(socket: Vec<u8>, plug: Vec<u8>) -> Result<Vec<u8>> {
+    let mut graph = CompositionGraph::new();
+    let socket = package(&mut graph, "wac:socket", socket)?;
+    let plug = package(&mut graph, "wac:plug", plug)?;
+    wac_graph::plug(&mut graph, vec![plug], socket).context("plugging the components")?;
+    encode(&graph)
+}
+
 /// Where the deny adapter is built (`cargo build --target wasm32-wasip2 --release -p
 /// lakebase-deny-adapter` at the workspace root).
 pub fn default_deny_adapter_path() -> PathBuf {

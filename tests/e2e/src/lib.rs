@@ -44,6 +44,42 @@ pub fn notes_wasi_wasm() -> PathBuf {
         .clone()
 }
 
+/// Builds the standard-WASI plugin, `lakebase_wasi_plugin.wasm` (its own cargo invocation,
+/// like the WASI app).
+pub fn wasi_plugin_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_release("lakebase-wasi-plugin", "lakebase_wasi_plugin.wasm"))
+        .clone()
+}
+
+/// Builds the test component written against `wasmcloud:postgres` (`tests/wasmcloud-consumer`).
+pub fn wasmcloud_consumer_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            build_release(
+                "lakebase-wasmcloud-consumer",
+                "lakebase_wasmcloud_consumer.wasm",
+            )
+        })
+        .clone()
+}
+
+/// Builds the `wasi:http@0.3` test component that reads the credentials interface
+/// (`tests/p3-credentials-consumer`).
+pub fn p3_credentials_consumer_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            build_release(
+                "lakebase-p3-credentials-consumer",
+                "lakebase_p3_credentials_consumer.wasm",
+            )
+        })
+        .clone()
+}
+
 fn build_release(package: &str, file: &str) -> PathBuf {
     let status = Command::new(env!("CARGO"))
         .args([
@@ -317,6 +353,68 @@ impl Upstream {
     pub fn variables(&self) -> std::collections::BTreeMap<String, String> {
         self.vars.clone().into_iter().collect()
     }
+
+    /// PostgreSQL and the emulator with TLS on its login proxy, with the `wasi:config` values of
+    /// a standard-WASI component: TLS required toward `localhost` (the proxy's certificate
+    /// names it), verified against the emulator's CA as `lakebase_ca_root`.
+    pub async fn start_wasi() -> (Upstream, std::collections::BTreeMap<String, String>) {
+        let up = Upstream::start_opts(true).await;
+        let config = std::collections::BTreeMap::from([
+            ("databricks_host".to_owned(), up.emu.http_url()),
+            (
+                "databricks_client_id".to_owned(),
+                DEFAULT_CLIENT_ID.to_owned(),
+            ),
+            (
+                "databricks_client_secret".to_owned(),
+                DEFAULT_CLIENT_SECRET.to_owned(),
+            ),
+            ("lakebase_endpoint".to_owned(), DEFAULT_ENDPOINT.to_owned()),
+            ("pghost".to_owned(), "localhost".to_owned()),
+            ("pgport".to_owned(), up.emu.pg_addr().port().to_string()),
+            (
+                "lakebase_ca_root".to_owned(),
+                up.emu.ca_pem().expect("TLS CA").to_owned(),
+            ),
+        ]);
+        (up, config)
+    }
+
+    /// Fails when a token this workspace issued, or the default client secret, appears in
+    /// `responses` or `logs`.
+    pub fn assert_no_secret(&self, responses: &str, logs: &str) {
+        for secret in self
+            .emu
+            .issued_tokens()
+            .iter()
+            .map(String::as_str)
+            .chain([DEFAULT_CLIENT_SECRET])
+        {
+            assert!(!responses.contains(secret), "a secret in a response");
+            assert!(!logs.contains(secret), "a secret in the log");
+        }
+    }
+}
+
+/// A pause after a response from `wasmtime serve`, before the next sequential request.
+/// wasmtime returns a WASI 0.2 instance to its pool when the handler returns, which is after
+/// the client has the whole response: a request sent at once may find no free instance and
+/// start a new one (which mints: wasmtime's key-value store shares nothing). Seen on a loaded
+/// machine; the pause lets one instance serve a test's sequential requests.
+pub fn let_wasmtime_pool_the_instance() {
+    std::thread::sleep(std::time::Duration::from_millis(100));
+}
+
+/// The wasmtime for the standard-WASI scenarios (`$WASMTIME`, else `wasmtime` on the PATH);
+/// without one, says that `what` was not run.
+pub fn wasmtime_tier(what: &str) -> Option<lakebase_testkit::host::HostKind> {
+    let found = lakebase_testkit::host::HostKind::wasmtime_from_env();
+    if found.is_none() {
+        eprintln!(
+            "NOTE: no wasmtime ($WASMTIME unset and no `wasmtime` on the PATH): {what} was NOT run on wasmtime serve"
+        );
+    }
+    found
 }
 
 /// The hosts every scenario runs on: the devhost (reusing instances as Spin does), and a real

@@ -9,45 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lakebase_e2e::{Upstream, notes_wasi_wasm, temp_dir};
-use lakebase_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT};
+use lakebase_e2e::{Upstream, notes_wasi_wasm, temp_dir, wasmtime_tier};
+use lakebase_emulator::DEFAULT_CLIENT_ID;
 use lakebase_testkit::host::{HostKind, HostProcess};
 use serde_json::Value;
-
-fn wasmtime() -> Option<HostKind> {
-    let found = HostKind::wasmtime_from_env();
-    if found.is_none() {
-        eprintln!(
-            "NOTE: no wasmtime ($WASMTIME unset and no `wasmtime` on the PATH): the wasmtime serve tier was NOT run"
-        );
-    }
-    found
-}
-
-/// PostgreSQL, the emulator with TLS on its login proxy, and the app's `wasi:config` values.
-async fn upstream() -> (Upstream, BTreeMap<String, String>) {
-    let up = Upstream::start_opts(true).await;
-    let config = BTreeMap::from([
-        ("databricks_host".to_owned(), up.emu.http_url()),
-        (
-            "databricks_client_id".to_owned(),
-            DEFAULT_CLIENT_ID.to_owned(),
-        ),
-        (
-            "databricks_client_secret".to_owned(),
-            DEFAULT_CLIENT_SECRET.to_owned(),
-        ),
-        ("lakebase_endpoint".to_owned(), DEFAULT_ENDPOINT.to_owned()),
-        // The proxy's certificate names localhost and 127.0.0.1; TLS is required and verified.
-        ("pghost".to_owned(), "localhost".to_owned()),
-        ("pgport".to_owned(), up.emu.pg_addr().port().to_string()),
-        (
-            "lakebase_ca_root".to_owned(),
-            up.emu.ca_pem().expect("TLS CA").to_owned(),
-        ),
-    ]);
-    (up, config)
-}
 
 fn serve(
     kind: &HostKind,
@@ -91,20 +56,29 @@ fn the_wasi_app_world_imports_only_standard_wasi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
-    let Some(kind) = wasmtime() else { return };
-    let (up, config) = upstream().await;
+    let Some(kind) = wasmtime_tier("the standard-WASI app") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
     // WASI 0.2 components get a fresh instance per request unless reuse is allowed; with it,
-    // the credential in instance memory serves the next requests.
+    // the credential in instance memory serves the next requests. An idle instance is kept
+    // 30 s (wasmtime's default is shorter than a pause of this loaded machine).
     let host = serve(
         &kind,
         &config,
-        &["--max-instance-reuse-count", "128"],
+        &[
+            "--max-instance-reuse-count",
+            "128",
+            "--idle-instance-timeout",
+            "30s",
+        ],
         "wasi-notes",
     );
     let mut responses = String::new();
     let mut call = |method: &str, path: &str, body: &str| {
         let (status, text) = host.request(method, path, body).expect("request");
         responses.push_str(&text);
+        lakebase_e2e::let_wasmtime_pool_the_instance();
         (status, text)
     };
 
@@ -207,22 +181,15 @@ async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
 
     let logs = host.logs();
     assert!(logs.contains("minted database credential"), "{logs}");
-    for secret in up
-        .emu
-        .issued_tokens()
-        .iter()
-        .map(String::as_str)
-        .chain([DEFAULT_CLIENT_SECRET])
-    {
-        assert!(!responses.contains(secret), "a secret in a response");
-        assert!(!logs.contains(secret), "a secret in the log");
-    }
+    up.assert_no_secret(&responses, &logs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_on_wasmtime_serve_say_who_must_act() {
-    let Some(kind) = wasmtime() else { return };
-    let (_up, config) = upstream().await;
+    let Some(kind) = wasmtime_tier("the standard-WASI app") else {
+        return;
+    };
+    let (_up, config) = Upstream::start_wasi().await;
     let cases: [(&str, Option<&str>, u16, &str); 3] = [
         // A wrong secret: the workspace refuses it.
         (

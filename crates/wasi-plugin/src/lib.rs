@@ -1,0 +1,254 @@
+//! The Lakebase plugin for standard-WASI hosts (wasmCloud v2, `wasmtime serve`):
+//! `lakebase_wasi_plugin.wasm`, world `lakebase:postgres/wasi-plugin`.
+//!
+//! It exports
+//! - `lakebase:postgres/credentials`: the cached credential (minted when needed) and its
+//!   invalidation, as the Spin plugin does (lifted synchronously: a caller waits);
+//! - `wasmcloud:postgres/{types,query,prepared}@0.1.1-draft`, virtualizing wasmCloud's Postgres
+//!   interface: every query runs on this instance's Lakebase connection, opened by the plugin
+//!   itself over `wasi:sockets` (TLS in the guest) with the cached token as password, a rejected
+//!   token re-minted once (`lakebase_wasi::connect`).
+//!
+//! A component written against `wasmcloud:postgres` gets Lakebase by `wac plug`ging this in; the
+//! composition imports only standard WASI. Configuration comes from `wasi:config` with the same
+//! names as the Spin variables.
+
+use std::sync::Mutex;
+
+use lakebase_spin::{CredentialSource, ErrorKind};
+use tokio_postgres::types::ToSql;
+
+#[allow(warnings, missing_docs, clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "lakebase:postgres/wasi-plugin",
+        // A WASI 0.2 component lifts its exports synchronously; the library's work runs on
+        // the instance's tokio runtime inside each call (`lakebase_wasi::block_on`).
+        async: [
+            "-export:lakebase:postgres/credentials@0.1.0#get",
+            "-export:lakebase:postgres/credentials@0.1.0#invalidate",
+        ],
+    });
+}
+
+mod values;
+
+use bindings::exports::lakebase::postgres::credentials as wit;
+use bindings::exports::wasmcloud::postgres::prepared::{
+    self, PreparedStatementExecError, StatementPrepareError,
+};
+use bindings::exports::wasmcloud::postgres::query::{self, PgValue, QueryError, ResultRow};
+use bindings::exports::wasmcloud::postgres::types::ResultRowEntry;
+
+struct Plugin;
+
+// ---- credentials -------------------------------------------------------------------------------
+
+fn wit_error(e: lakebase_spin::Error) -> wit::Error {
+    let kind = match e.kind() {
+        ErrorKind::Configuration => wit::ErrorKind::Configuration,
+        ErrorKind::WorkspaceAuth => wit::ErrorKind::WorkspaceAuth,
+        ErrorKind::Permission => wit::ErrorKind::Permission,
+        ErrorKind::NotFound => wit::ErrorKind::NotFound,
+        ErrorKind::Unavailable => wit::ErrorKind::Unavailable,
+        ErrorKind::Database => wit::ErrorKind::Database,
+        _ => wit::ErrorKind::BadRequest,
+    };
+    wit::Error {
+        kind,
+        message: e.to_string(),
+        sqlstate: e.sqlstate().map(str::to_owned),
+    }
+}
+
+impl wit::Guest for Plugin {
+    fn get() -> Result<wit::Credential, wit::Error> {
+        lakebase_wasi::block_on(async {
+            let lb = lakebase_wasi::lakebase().await.map_err(wit_error)?;
+            let (c, source) = lb.credential().await.map_err(wit_error)?;
+            let conn = lb.connection_string(&c);
+            Ok(wit::Credential {
+                host: c.host.clone(),
+                port: c.port,
+                database: c.database.clone(),
+                user: c.user.clone(),
+                password: c.token.expose().to_owned(),
+                expires_at: c.expires_at.timestamp(),
+                reuse_until: c.reuse_until().timestamp(),
+                connection_string: conn.expose().to_owned(),
+                source: match source {
+                    CredentialSource::Memory => wit::Source::Memory,
+                    CredentialSource::Kv => wit::Source::Kv,
+                    _ => wit::Source::Minted,
+                },
+            })
+        })
+    }
+
+    fn invalidate(password: String) -> bool {
+        lakebase_wasi::block_on(async {
+            match lakebase_wasi::lakebase().await {
+                Ok(lb) => lb.invalidate(&password).await,
+                Err(_) => false,
+            }
+        })
+    }
+}
+
+// ---- wasmcloud:postgres ------------------------------------------------------------------------
+
+/// A failure before the query reached the database (configuration, credential, login), as
+/// `unexpected` with the library's kind: `lakebase workspace_auth: …`. Never holds a secret.
+fn not_connected(e: &lakebase_spin::Error) -> String {
+    format!("lakebase {}: {e}", e.kind().as_str())
+}
+
+/// A database error as wasmCloud's host words it: `SQLSTATE: message`.
+fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+fn params(values: &[PgValue]) -> Result<Vec<values::TextParam>, String> {
+    values.iter().map(values::param).collect()
+}
+
+fn refs(params: &[values::TextParam]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+fn result_row(row: &tokio_postgres::Row) -> Result<ResultRow, String> {
+    row.columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            row.try_get::<_, values::Cell>(i)
+                .map(|cell| ResultRowEntry {
+                    column_name: column.name().to_owned(),
+                    value: cell.0,
+                })
+                .map_err(|e| {
+                    let why = std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| e.to_string());
+                    format!("column `{}`: {why}", column.name())
+                })
+        })
+        .collect()
+}
+
+impl query::Guest for Plugin {
+    fn query(sql: String, values: Vec<PgValue>) -> Result<Vec<ResultRow>, QueryError> {
+        let params = params(&values).map_err(QueryError::InvalidParams)?;
+        lakebase_wasi::block_on(async {
+            let db = lakebase_wasi::connect()
+                .await
+                .map_err(|e| QueryError::Unexpected(not_connected(&e)))?;
+            let rows = db
+                .connection
+                .query(sql.as_str(), &refs(&params))
+                .await
+                .map_err(|e| {
+                    QueryError::InvalidQuery(format!("query failed: {}", pg_error_text(&e)))
+                })?;
+            rows.iter()
+                .map(result_row)
+                .collect::<Result<_, _>>()
+                .map_err(QueryError::Unexpected)
+        })
+    }
+
+    fn query_batch(sql: String) -> Result<(), QueryError> {
+        lakebase_wasi::block_on(async {
+            let db = lakebase_wasi::connect()
+                .await
+                .map_err(|e| QueryError::Unexpected(not_connected(&e)))?;
+            db.connection.batch_execute(&sql).await.map_err(|e| {
+                QueryError::InvalidQuery(format!("batch failed: {}", pg_error_text(&e)))
+            })
+        })
+    }
+}
+
+/// This instance's prepared statements, by token. The same text gets the same token, so a
+/// component that prepares on every request does not grow this past its distinct statements.
+static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// At most this many distinct statements per instance.
+const MAX_STATEMENTS: usize = 1024;
+
+const TOKEN_PREFIX: &str = "lakebase-statement-";
+
+fn statement(token: &str) -> Option<String> {
+    let index: usize = token.strip_prefix(TOKEN_PREFIX)?.parse().ok()?;
+    STATEMENTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(index)
+        .cloned()
+}
+
+impl prepared::Guest for Plugin {
+    fn prepare(sql: String) -> Result<String, StatementPrepareError> {
+        // The server checks the statement now, so a mistake surfaces at `prepare`.
+        lakebase_wasi::block_on(async {
+            let db = lakebase_wasi::connect()
+                .await
+                .map_err(|e| StatementPrepareError::Unexpected(not_connected(&e)))?;
+            db.connection.prepare(&sql).await.map_err(|e| {
+                StatementPrepareError::Unexpected(format!("prepare failed: {}", pg_error_text(&e)))
+            })
+        })?;
+        let mut statements = STATEMENTS.lock().unwrap_or_else(|p| p.into_inner());
+        let index = match statements.iter().position(|s| *s == sql) {
+            Some(index) => index,
+            None if statements.len() >= MAX_STATEMENTS => {
+                return Err(StatementPrepareError::Unexpected(format!(
+                    "this instance holds {MAX_STATEMENTS} prepared statements already: prepare each statement once and reuse its token"
+                )));
+            }
+            None => {
+                statements.push(sql);
+                statements.len() - 1
+            }
+        };
+        Ok(format!("{TOKEN_PREFIX}{index}"))
+    }
+
+    fn exec(token: String, values: Vec<PgValue>) -> Result<u64, PreparedStatementExecError> {
+        let sql = statement(&token).ok_or(PreparedStatementExecError::UnknownPreparedQuery)?;
+        let params = params(&values)
+            .map_err(|e| PreparedStatementExecError::QueryError(QueryError::InvalidParams(e)))?;
+        lakebase_wasi::block_on(async {
+            let db = lakebase_wasi::connect()
+                .await
+                .map_err(|e| PreparedStatementExecError::Unexpected(not_connected(&e)))?;
+            db.connection
+                .execute(sql.as_str(), &refs(&params))
+                .await
+                .map_err(|e| {
+                    PreparedStatementExecError::QueryError(QueryError::InvalidQuery(format!(
+                        "execute failed: {}",
+                        pg_error_text(&e)
+                    )))
+                })
+        })
+    }
+}
+
+bindings::export!(Plugin with_types_in bindings);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_tokens_are_unknown() {
+        assert_eq!(statement("nope"), None);
+        assert_eq!(statement("lakebase-statement-99999"), None);
+        assert_eq!(statement("lakebase-statement--1"), None);
+    }
+}

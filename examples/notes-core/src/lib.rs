@@ -55,8 +55,9 @@ static TABLE_READY: AtomicBool = AtomicBool::new(false);
 
 /// Creates the table with `create` (running [`CREATE_TABLE`]) the first time in this instance.
 /// Another instance creating it at the same moment is not an error: Postgres's `IF NOT EXISTS`
-/// is not atomic, and the loser fails on the catalog's unique index (23505) or finds the table
-/// (42P07). Either way the table is there.
+/// is not atomic, and the loser fails on the catalog's unique index (23505), on the table's row
+/// type (`type "notes" already exists`, 42710: seen on Spin under the fault matrix's 8
+/// concurrent first writes) or finds the table (42P07). Either way the table is there.
 pub async fn ensure_table<F: Future<Output = Result<(), Error>>>(
     create: impl FnOnce() -> F,
 ) -> Result<(), Failure> {
@@ -64,7 +65,7 @@ pub async fn ensure_table<F: Future<Output = Result<(), Error>>>(
         return Ok(());
     }
     if let Err(e) = create().await
-        && !matches!(e.sqlstate(), Some("23505" | "42P07"))
+        && !matches!(e.sqlstate(), Some("23505" | "42710" | "42P07"))
     {
         return Err(e.into());
     }
@@ -287,6 +288,28 @@ fn url_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losing_the_table_creation_race_is_not_an_error() {
+        // One test touches TABLE_READY: the refused creations come first, then the flag is set.
+        let refused = |code: &'static str| {
+            move || {
+                std::future::ready(Err(Error::from_message(
+                    ErrorKind::Database,
+                    "the database refused the query: no",
+                )
+                .with_sqlstate(code)))
+            }
+        };
+        let run = |f| futures::executor::block_on(f);
+        assert!(run(ensure_table(refused("42501"))).is_err());
+        assert!(!TABLE_READY.load(Ordering::Relaxed));
+        for code in ["23505", "42710", "42P07"] {
+            TABLE_READY.store(false, Ordering::Relaxed);
+            assert!(run(ensure_table(refused(code))).is_ok(), "{code}");
+            assert!(TABLE_READY.load(Ordering::Relaxed));
+        }
+    }
 
     #[test]
     fn limits() {

@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use url::Url;
-
 use crate::error::Error;
 use crate::host::Vars;
 use crate::secret::Secret;
@@ -469,27 +467,44 @@ pub fn normalize_workspace_url(input: &str) -> Result<String, Error> {
     } else {
         format!("https://{input}")
     };
-    let url = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
-    let host = url.host_str().ok_or_else(|| bad("no host"))?;
-    if !url.username().is_empty() || url.password().is_some() {
+    // `http::Uri` (already a dependency) rather than a WHATWG URL parser: a workspace URL is a
+    // scheme and a plain host, and the IDNA tables such a parser carries would cost every
+    // `.wasm` about 125 KB. A host that is not plain ASCII is refused.
+    let uri: http::Uri = with_scheme
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') {
         return Err(bad("it must not contain a user or password"));
     }
-    if url.path() != "/" && !url.path().is_empty() {
-        return Err(bad("it must not have a path"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+    if path.contains('?') {
         return Err(bad("it must not have a query"));
     }
-    match url.scheme() {
+    if path != "/" && !path.is_empty() {
+        return Err(bad("it must not have a path"));
+    }
+    if authority.port().is_some() && authority.port_u16().is_none() {
+        return Err(bad("the port is not a number"));
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let literal_v6 = host.starts_with('[') && bare.parse::<std::net::Ipv6Addr>().is_ok();
+    if !(literal_v6 || (!host.starts_with('[') && is_plain_host(&host))) {
+        return Err(bad("the host must be a DNS name or an IP address"));
+    }
+    let scheme = uri.scheme_str().unwrap_or_default().to_ascii_lowercase();
+    match scheme.as_str() {
         "https" => {}
-        "http" if is_loopback(host) => {}
+        "http" if is_loopback(&host) => {}
         "http" => return Err(bad("plain http is allowed only for a loopback host")),
         other => return Err(bad(&format!("unsupported scheme `{other}`"))),
     }
-    // `Url` already drops the scheme's default port (443 for https, 80 for http).
-    let mut out = format!("{}://{}", url.scheme(), host);
-    if let Some(port) = url.port() {
-        out.push_str(&format!(":{port}"));
+    // The scheme's default port (443 for https, 80 for http) is dropped.
+    let mut out = format!("{scheme}://{host}");
+    match (scheme.as_str(), authority.port_u16()) {
+        ("https", Some(443)) | ("http", Some(80)) | (_, None) => {}
+        (_, Some(port)) => out.push_str(&format!(":{port}")),
     }
     Ok(out)
 }
@@ -646,6 +661,12 @@ mod tests {
             ),
             ("http://127.0.0.1:8787", "http://127.0.0.1:8787"),
             ("http://localhost:8787/", "http://localhost:8787"),
+            (
+                "HTTPS://ADB-1.Cloud.Databricks.com",
+                "https://adb-1.cloud.databricks.com",
+            ),
+            ("http://[::1]:8787", "http://[::1]:8787"),
+            ("http://localhost:80", "http://localhost"),
         ] {
             assert_eq!(normalize_workspace_url(input).unwrap(), want, "{input}");
         }
@@ -655,6 +676,10 @@ mod tests {
             "https://x/path",
             "https://user:pw@x",
             "https://",
+            "https://x?q=1",
+            "https://ex\u{e4}mple.com",
+            "https://a b.com",
+            "https://[not-an-ip]",
         ] {
             let e = normalize_workspace_url(bad).unwrap_err();
             assert_eq!(e.variable(), Some("databricks_host"), "{bad}");

@@ -380,6 +380,26 @@ impl Upstream {
         (up, config)
     }
 
+    /// Revokes every token, then waits (up to 5 s) until the emulator's login proxy has cut the
+    /// sessions they opened: it does so on its own tasks, and a request sent before then would
+    /// still find its kept connection alive.
+    pub fn revoke_all_and_wait_for_the_cut(&self) {
+        self.emu.revoke_all();
+        let cut = || {
+            self.emu
+                .log_lines()
+                .iter()
+                .any(|l| l.contains("cut session"))
+        };
+        for _ in 0..100 {
+            if cut() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the proxy did not cut the kept session within 5 s");
+    }
+
     /// Fails when a token this workspace issued, or the default client secret, appears in
     /// `responses` or `logs`.
     pub fn assert_no_secret(&self, responses: &str, logs: &str) {

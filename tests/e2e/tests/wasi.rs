@@ -136,18 +136,7 @@ async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
     // Every token revoked, and the emulator's proxy ends their sessions (a server that ended
     // them): the kept connection no longer answers, the next login with the credential in
     // memory is rejected with 28P01, and the component drops it, mints once more and logs in.
-    up.emu.revoke_all();
-    // The proxy cuts the sessions on its own tasks: wait for it before the next request.
-    let cut = |emu: &lakebase_emulator::Emulator| {
-        emu.log_lines().iter().any(|l| l.contains("cut session"))
-    };
-    for _ in 0..100 {
-        if cut(&up.emu) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(cut(&up.emu), "the proxy cut the kept session");
+    up.revoke_all_and_wait_for_the_cut();
     let (status, text) = call("GET", "/health", "");
     assert_eq!(status, 200, "{text}\n{}", host.logs());
     assert_eq!(json(&text)["credential"]["source"], "minted");

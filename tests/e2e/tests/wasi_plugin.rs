@@ -205,17 +205,7 @@ async fn a_wasmcloud_postgres_component_runs_on_lakebase_through_the_plugin() {
 
     // Every token revoked and its session cut: the next query logs in anew, is refused with
     // 28P01, and the plugin mints once more and succeeds.
-    up.emu.revoke_all();
-    let cut = |emu: &lakebase_emulator::Emulator| {
-        emu.log_lines().iter().any(|l| l.contains("cut session"))
-    };
-    for _ in 0..100 {
-        if cut(&up.emu) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(cut(&up.emu), "the proxy cut the kept session");
+    up.revoke_all_and_wait_for_the_cut();
     let (status, text) = get("/whoami");
     assert_eq!(status, 200, "{text}\n{}", host.logs());
     assert_eq!(up.emu.mints(), 2);

@@ -25,6 +25,7 @@ use crate::seal::Sealer;
 pub(crate) struct CacheKeys {
     pub credential: String,
     pub lease: String,
+    pub rejection: String,
     pub workspace_token: String,
 }
 
@@ -47,6 +48,7 @@ impl CacheKeys {
         CacheKeys {
             credential: format!("lakebase:v2:cred:{}", short_hash(&scope)),
             lease: format!("lakebase:v2:lease:{}", short_hash(&scope)),
+            rejection: format!("lakebase:v2:rejected:{}", short_hash(&scope)),
             workspace_token: format!("lakebase:v2:ws:{}", short_hash(&ws_scope)),
         }
     }
@@ -206,7 +208,7 @@ mod tests {
             "e".repeat(63)
         );
         let k = CacheKeys::new(&config(&long, None));
-        for key in [&k.credential, &k.lease, &k.workspace_token] {
+        for key in [&k.credential, &k.lease, &k.rejection, &k.workspace_token] {
             assert!(key.len() <= 64, "{key}");
             assert!(!key.contains(['/', '\\', '?', '#']), "{key}");
         }

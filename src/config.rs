@@ -32,9 +32,12 @@ pub(crate) mod var {
     pub const PGUSER: &str = "pguser";
     /// PEM of a custom CA for the database's TLS.
     pub const LAKEBASE_CA_ROOT: &str = "lakebase_ca_root";
+    /// Idle database sessions are closed by the server after this many seconds
+    /// (`idle_session_timeout`); `0` sends no such setting. Default: from the credential.
+    pub const LAKEBASE_IDLE_SESSION_TIMEOUT: &str = "lakebase_idle_session_timeout";
 
     /// Every name, in the order of the configuration table.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         DATABRICKS_HOST,
         DATABRICKS_CLIENT_ID,
         DATABRICKS_CLIENT_SECRET,
@@ -47,6 +50,7 @@ pub(crate) mod var {
         PGSSLMODE,
         PGUSER,
         LAKEBASE_CA_ROOT,
+        LAKEBASE_IDLE_SESSION_TIMEOUT,
     ];
 }
 
@@ -148,6 +152,19 @@ pub struct Config {
     pub(crate) pguser: Option<String>,
     /// PEM of a custom CA root for the database TLS.
     pub(crate) ca_root: Option<String>,
+    /// The sessions' `idle_session_timeout`: derived from each credential, a fixed one, or none.
+    pub(crate) idle_session: IdleSession,
+}
+
+/// How long the server lets a database session idle before closing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IdleSession {
+    /// A ninth of the credential's reuse window, between 1 s and 5 minutes (the default).
+    FromCredential,
+    /// This many seconds.
+    Seconds(u32),
+    /// Not sent (`lakebase_idle_session_timeout = 0`): for a server or proxy that refuses it.
+    Off,
 }
 
 /// Default Postgres port.
@@ -219,6 +236,7 @@ pub struct ConfigBuilder {
     pub(crate) pgsslmode: Option<String>,
     pub(crate) pguser: Option<String>,
     pub(crate) ca_root: Option<String>,
+    pub(crate) idle_session_timeout: Option<String>,
     /// A name given to [`ConfigBuilder::set`] that is not a variable.
     pub(crate) unknown: Option<String>,
 }
@@ -269,12 +287,13 @@ impl ConfigBuilder {
             var::PGSSLMODE => &mut self.pgsslmode,
             var::PGUSER => &mut self.pguser,
             var::LAKEBASE_CA_ROOT => &mut self.ca_root,
+            var::LAKEBASE_IDLE_SESSION_TIMEOUT => &mut self.idle_session_timeout,
             _ => return None,
         })
     }
 
     /// The values in the order of [`var::ALL`].
-    fn slots_ref(&self) -> [&Option<String>; 12] {
+    fn slots_ref(&self) -> [&Option<String>; 13] {
         [
             &self.host,
             &self.client_id,
@@ -288,6 +307,7 @@ impl ConfigBuilder {
             &self.pgsslmode,
             &self.pguser,
             &self.ca_root,
+            &self.idle_session_timeout,
         ]
     }
 
@@ -434,6 +454,21 @@ impl ConfigBuilder {
             ));
         }
 
+        let idle_session = match self.idle_session_timeout.as_deref() {
+            None => IdleSession::FromCredential,
+            Some("0") => IdleSession::Off,
+            Some(v) => match v.parse::<u32>() {
+                // PostgreSQL takes at most 2^31 - 1 milliseconds.
+                Ok(secs) if secs <= 2_147_483 => IdleSession::Seconds(secs),
+                _ => {
+                    return Err(Error::config(
+                        var::LAKEBASE_IDLE_SESSION_TIMEOUT,
+                        "variable `lakebase_idle_session_timeout` must be a number of seconds from 0 to 2147483 (0: do not send `idle_session_timeout`)",
+                    ));
+                }
+            },
+        };
+
         Ok(Config {
             workspace,
             auth,
@@ -446,6 +481,7 @@ impl ConfigBuilder {
             sslmode,
             pguser: self.pguser,
             ca_root: self.ca_root,
+            idle_session,
         })
     }
 }

@@ -1,5 +1,7 @@
 //! Postgres connection strings, built from parts with every component percent-encoded.
 
+use std::time::Duration;
+
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::config::SslMode;
@@ -17,7 +19,10 @@ fn enc(s: &str) -> String {
 }
 
 /// `postgres://user:password@host:port/database?sslmode=…` in URL form, the form Spin's
-/// `spin:postgres` parses. The result holds the password, so it is a [`Secret`].
+/// `spin:postgres` parses (and libpq, psycopg, pgx). With `idle_session_timeout`, the server is
+/// asked at login to close the session after that long idle
+/// (`options=-c idle_session_timeout=<ms>`; a setting given at startup survives `RESET ALL`).
+/// The result holds the password, so it is a [`Secret`].
 pub(crate) fn connection_string(
     user: &str,
     password: &Secret,
@@ -25,6 +30,7 @@ pub(crate) fn connection_string(
     port: u16,
     database: &str,
     sslmode: SslMode,
+    idle_session_timeout: Option<Duration>,
 ) -> Secret {
     // An IPv6 literal needs brackets in a URL.
     let host = if host.contains(':') && !host.starts_with('[') {
@@ -32,7 +38,7 @@ pub(crate) fn connection_string(
     } else {
         host.to_owned()
     };
-    Secret::new(format!(
+    let mut s = format!(
         "postgres://{}:{}@{}:{}/{}?sslmode={}",
         enc(user),
         enc(password.expose()),
@@ -40,7 +46,16 @@ pub(crate) fn connection_string(
         port,
         enc(database),
         sslmode.as_str()
-    ))
+    );
+    if let Some(idle) = idle_session_timeout {
+        // PostgreSQL takes at most 2^31 - 1 ms; 0 would mean "never".
+        let ms = idle.as_millis().clamp(1, i32::MAX as u128);
+        s.push_str(&format!(
+            "&options={}",
+            enc(&format!("-c idle_session_timeout={ms}"))
+        ));
+    }
+    Secret::new(s)
 }
 
 #[cfg(test)]
@@ -78,6 +93,7 @@ mod tests {
                 5432,
                 "my db/x",
                 SslMode::Require,
+                None,
             );
             let (u, p, d) = parts(s.expose());
             assert_eq!(
@@ -100,19 +116,82 @@ mod tests {
             5432,
             "databricks_postgres",
             SslMode::Require,
+            None,
         );
         assert_eq!(
             s.expose(),
             "postgres://u:t@ep-1.database.us-east-1.cloud.databricks.com:5432/databricks_postgres?sslmode=require"
         );
-        let s = connection_string("u", &Secret::new("t"), "::1", 6543, "d", SslMode::Disable);
+        let s = connection_string(
+            "u",
+            &Secret::new("t"),
+            "::1",
+            6543,
+            "d",
+            SslMode::Disable,
+            None,
+        );
         assert_eq!(s.expose(), "postgres://u:t@[::1]:6543/d?sslmode=disable");
     }
 
     #[test]
     fn the_string_is_a_secret() {
-        let s = connection_string("u", &Secret::new("tok-123"), "h", 1, "d", SslMode::Prefer);
+        let s = connection_string(
+            "u",
+            &Secret::new("tok-123"),
+            "h",
+            1,
+            "d",
+            SslMode::Prefer,
+            None,
+        );
         assert!(!format!("{s:?}").contains("tok-123"));
         assert_eq!(s.expose(), "postgres://u:tok-123@h:1/d?sslmode=prefer");
+    }
+
+    #[test]
+    fn idle_session_timeout_goes_in_the_startup_options() {
+        let s = connection_string(
+            "u",
+            &Secret::new("t"),
+            "h",
+            5432,
+            "d",
+            SslMode::Require,
+            Some(Duration::from_secs(300)),
+        );
+        assert_eq!(
+            s.expose(),
+            "postgres://u:t@h:5432/d?sslmode=require&options=-c%20idle_session_timeout%3D300000"
+        );
+        // tokio-postgres (Spin's parser) reads it back as the server setting.
+        let options = url_query(s.expose(), "options");
+        assert_eq!(options, "-c idle_session_timeout=300000");
+        let huge = connection_string(
+            "u",
+            &Secret::new("t"),
+            "h",
+            1,
+            "d",
+            SslMode::Require,
+            Some(Duration::from_secs(u64::MAX)),
+        );
+        assert!(
+            huge.expose().ends_with("%3D2147483647"),
+            "{}",
+            huge.expose()
+        );
+    }
+
+    fn url_query(s: &str, key: &str) -> String {
+        let query = s.split_once('?').unwrap().1;
+        let value = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap();
+        percent_decode_str(value)
+            .decode_utf8()
+            .unwrap()
+            .into_owned()
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::expiry::{Expiring, reuse_until};
+use crate::expiry::{Expiring, idle_session_timeout, refresh_from, reuse_until, serve_until};
 use crate::secret::Secret;
 use crate::tier::Cached;
 
@@ -62,6 +62,29 @@ impl Credential {
     /// Whether it may still be served at `now` (stale at exactly [`Credential::reuse_until`]).
     pub fn is_fresh(&self, now: DateTime<Utc>) -> bool {
         Expiring::is_fresh(self, now)
+    }
+
+    /// Until when this credential is still served while its refresh keeps failing for a
+    /// transient reason: 2 minutes (or a thirtieth of its lifetime) before the server's expiry.
+    /// A token minted at 12:00 with server expiry 13:00 is served through an outage until 12:58.
+    pub fn serve_until(&self) -> DateTime<Utc> {
+        serve_until(self.minted_at, self.expires_at)
+    }
+
+    /// From when a host that may work after its response refreshes this credential in the
+    /// background: the last tenth of its reuse window, at most its last 5 minutes (12:40:30 for a
+    /// token reused from 12:00 to 12:45).
+    pub fn refresh_from(&self) -> DateTime<Utc> {
+        refresh_from(self.minted_at, self.reuse_until())
+    }
+
+    /// How long a database session logged in with this credential may stay idle before the
+    /// server closes it (`idle_session_timeout`, sent in the connection string): a ninth of the
+    /// reuse window, between 1 s and 5 minutes.
+    pub fn idle_session_timeout(&self) -> std::time::Duration {
+        idle_session_timeout(self.minted_at, self.reuse_until())
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1))
     }
 }
 

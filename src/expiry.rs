@@ -40,6 +40,68 @@ pub(crate) fn reuse_until(minted_at: DateTime<Utc>, server_expiry: DateTime<Utc>
     by_age.min(by_server)
 }
 
+/// A credential past its reuse limit is still served while a refresh fails for a transient
+/// reason (the workspace is down, rate-limiting, slow), but never closer to the server's expiry
+/// than this — or than a thirtieth of its lifetime, when that is shorter (see
+/// [`OUTAGE_LIFETIME_SHARE`]).
+pub(crate) const OUTAGE_MARGIN: TimeDelta = TimeDelta::minutes(2);
+
+/// For a short-lived token the outage margin is at most this share of its lifetime (1/30): a
+/// 60-second token is served until 58 s, as an hour's token is until 58 minutes.
+pub(crate) const OUTAGE_LIFETIME_SHARE: i32 = 30;
+
+/// Until when a credential may be served at all, while its refresh is failing:
+/// `server_expiry − min(2 min, lifetime / 30)`. Never earlier than [`reuse_until`].
+///
+/// A token minted at 12:00 with server expiry 13:00 is reused until 12:45 and served through a
+/// workspace outage until 12:58; one of 60 s is reused for 45 s and served until 58 s.
+pub(crate) fn serve_until(minted_at: DateTime<Utc>, server_expiry: DateTime<Utc>) -> DateTime<Utc> {
+    let lifetime = server_expiry.signed_duration_since(minted_at);
+    let margin = OUTAGE_MARGIN
+        .min(lifetime / OUTAGE_LIFETIME_SHARE)
+        .max(TimeDelta::zero());
+    server_expiry
+        .checked_sub_signed(margin)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        .max(reuse_until(minted_at, server_expiry))
+}
+
+/// A refresh ahead starts at most this long before the reuse limit…
+pub(crate) const REFRESH_AHEAD: TimeDelta = TimeDelta::minutes(5);
+
+/// …and at most this share of the reuse window (1/10) before it.
+pub(crate) const REFRESH_AHEAD_SHARE: i32 = 10;
+
+/// From when a credential reused until `until` is refreshed ahead, where the host lets work go
+/// on after the response: `until − min(5 min, (until − minted_at) / 10)`.
+///
+/// A token minted at 12:00 and reused until 12:45 is refreshed from 12:40:30; one reused for
+/// 45 s from 40.5 s.
+pub(crate) fn refresh_from(minted_at: DateTime<Utc>, until: DateTime<Utc>) -> DateTime<Utc> {
+    let window = until
+        .signed_duration_since(minted_at)
+        .max(TimeDelta::zero());
+    until
+        .checked_sub_signed(REFRESH_AHEAD.min(window / REFRESH_AHEAD_SHARE))
+        .unwrap_or(until)
+}
+
+/// The longest idle time of a database session (PostgreSQL's `idle_session_timeout`, set at
+/// login): the server closes sessions that pooling hosts keep but no longer use, such as those of
+/// a replaced token (Spin keeps one pool per connection string, without an idle timeout).
+pub(crate) const MAX_IDLE_SESSION: TimeDelta = TimeDelta::minutes(5);
+
+/// The shortest idle time of a database session set by [`idle_session_timeout`].
+pub(crate) const MIN_IDLE_SESSION: TimeDelta = TimeDelta::seconds(1);
+
+/// The `idle_session_timeout` of sessions logged in with a credential reused from `minted_at`
+/// until `until`: a ninth of the reuse window, between 1 s and 5 minutes. A 45-minute window
+/// gives 5 minutes: an old token's idle sessions close within 5 minutes of the rotation; a
+/// 45-second window gives 5 s.
+pub(crate) fn idle_session_timeout(minted_at: DateTime<Utc>, until: DateTime<Utc>) -> TimeDelta {
+    (until.signed_duration_since(minted_at) / 9).clamp(MIN_IDLE_SESSION, MAX_IDLE_SESSION)
+}
+
 /// Whether a credential that may be served until `until` may still be served at `now`.
 /// At exactly `until` it is stale.
 pub(crate) fn is_fresh(now: DateTime<Utc>, until: DateTime<Utc>) -> bool {
@@ -170,5 +232,45 @@ mod tests {
             workspace_token_until(DateTime::<Utc>::MAX_UTC, Some(3600)),
             DateTime::<Utc>::MAX_UTC
         );
+    }
+    #[test]
+    fn served_through_an_outage_until_shortly_before_the_server_expiry() {
+        assert_eq!(serve_until(t("12:00:00"), t("13:00:00")), t("12:58:00"));
+        assert_eq!(serve_until(t("12:00:00"), t("12:01:00")), t("12:00:58"));
+        // 30 min: margin a thirtieth (1 min), later than the reuse limit (12:28).
+        assert_eq!(serve_until(t("12:00:00"), t("12:30:00")), t("12:29:00"));
+        // Never before the reuse limit, never past the server's expiry.
+        for (a, b) in [
+            (t("12:00:00"), t("12:00:20")),
+            (t("12:00:00"), t("11:00:00")),
+            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
+            (DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC),
+        ] {
+            let s = serve_until(a, b);
+            assert!(s >= reuse_until(a, b));
+            assert!(s <= b.max(reuse_until(a, b)));
+        }
+    }
+
+    #[test]
+    fn refreshed_ahead_in_the_last_tenth_or_five_minutes() {
+        assert_eq!(refresh_from(t("12:00:00"), t("12:45:00")), t("12:40:30"));
+        assert_eq!(
+            refresh_from(t("12:00:00"), t("12:00:45")),
+            t("12:00:40") + TimeDelta::milliseconds(500)
+        );
+        // A two-hour window: at most five minutes ahead.
+        assert_eq!(refresh_from(t("12:00:00"), t("14:00:00")), t("13:55:00"));
+        assert_eq!(refresh_from(t("12:00:00"), t("11:00:00")), t("11:00:00"));
+    }
+
+    #[test]
+    fn idle_sessions_end_a_ninth_of_the_window_after_their_last_use() {
+        let idle = |from, to| idle_session_timeout(t(from), t(to));
+        assert_eq!(idle("12:00:00", "12:45:00"), TimeDelta::minutes(5));
+        assert_eq!(idle("12:00:00", "12:00:45"), TimeDelta::seconds(5));
+        assert_eq!(idle("12:00:00", "12:00:01"), TimeDelta::seconds(1));
+        assert_eq!(idle("12:00:00", "11:00:00"), TimeDelta::seconds(1));
+        assert_eq!(idle("12:00:00", "23:00:00"), TimeDelta::minutes(5));
     }
 }

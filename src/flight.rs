@@ -48,6 +48,11 @@ impl Flight {
             .map(|_| Ticket { flight: self })
     }
 
+    /// Whether a request of the instance holds the ticket now.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
     /// A mark to pass to [`Flight::failure_since`] later.
     pub fn mark(&self) -> u64 {
         self.ended.load(Ordering::Acquire)

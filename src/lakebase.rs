@@ -6,15 +6,18 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::cache::{self, Cache, Lease};
-use crate::config::{Config, WorkspaceAuth};
+use crate::config::{Config, IdleSession, WorkspaceAuth};
 use crate::conn_string::connection_string;
 use crate::credential::{Credential, CredentialSource};
 use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, within};
 use crate::error::{Error, ErrorKind};
+use crate::expiry::Expiring as _;
 use crate::flight::{Flight, next_poll};
 use crate::host::{Clock, Connector, ConnectorNow, Http, Kv};
 use crate::log;
-use crate::login::{LoginFailure, classify_login_failure, login_error, rejected_twice};
+use crate::login::{LoginFailure, classify_login_failure, login_error};
+use crate::outage::Outage;
+use crate::rejection::Rejection;
 use crate::retry::{self, Attempt, RetryPolicy, Stop};
 use crate::seams::Seams;
 use crate::secret::{Secret, scrub};
@@ -49,6 +52,10 @@ pub struct Lakebase<H, K, C> {
     workspace: WorkspaceClient,
     /// The database credential: memory, then the shared store.
     credential: Tier<Credential>,
+    /// A freshly minted token the database rejected: memory, then the shared store.
+    rejection: Tier<Rejection>,
+    /// Refreshes that failed while a credential the server still accepts was at hand.
+    outage: Outage,
     flight: Flight,
     instance_id: String,
 }
@@ -110,11 +117,14 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let cache = Cache::new(&config);
         let workspace = WorkspaceClient::new(&config, cache.keys.workspace_token.clone());
         let credential = Tier::new(cache.keys.credential.clone());
+        let rejection = Tier::new(cache.keys.rejection.clone());
         Lakebase {
             config,
             seams: Seams::new(http, kv, clock, cache),
             workspace,
             credential,
+            rejection,
+            outage: Outage::default(),
             flight: Flight::default(),
             instance_id: uuid::Uuid::new_v4().to_string(),
         }
@@ -135,14 +145,27 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// key-value store, else minted (and then stored in both). Concurrent callers in one
     /// instance share one load (see `flight.rs`: they wait on host timers, never on each
     /// other); other instances that see a mint in progress wait for it.
+    ///
+    /// Static stability: once a credential is past its reuse limit but the server still accepts
+    /// it ([`Credential::serve_until`]), it is served while another request of the instance
+    /// refreshes it, and when the refresh fails for a transient reason (the refresh is then tried
+    /// again after a back-off, not on every request).
     pub async fn credential(&self) -> Result<(Credential, CredentialSource), Error> {
         let clock = &self.seams.clock;
         let mark = self.flight.mark();
         let started = clock.now();
         let mut poll = None;
         loop {
-            if let Some(c) = self.credential.fresh_in_memory(clock.now()) {
-                return Ok((c, CredentialSource::Memory));
+            let now = clock.now();
+            let held = self.credential.in_memory();
+            if let Some(c) = held.as_ref().filter(|c| c.is_fresh(now)) {
+                return Ok((c.clone(), CredentialSource::Memory));
+            }
+            let fallback = held.filter(|c| now < c.serve_until());
+            if let Some(c) = &fallback
+                && (self.flight.is_busy() || self.outage.waiting(now))
+            {
+                return Ok((c.clone(), CredentialSource::Memory));
             }
             if let Some(e) = self.flight.failure_since(mark) {
                 return Err(e);
@@ -152,17 +175,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 if let Some(c) = self.credential.fresh_in_memory(clock.now()) {
                     return Ok((c, CredentialSource::Memory));
                 }
-                let result = within(clock, LOAD_TIMEOUT, self.load())
-                    .await
-                    .unwrap_or_else(|| {
-                        Err(Error::new(
-                            ErrorKind::Unavailable,
-                            format!(
-                                "gave up obtaining a credential after {} s: the workspace or the key-value store did not answer in time",
-                                LOAD_TIMEOUT.as_secs()
-                            ),
-                        ))
-                    });
+                let fallback = fallback.map(|c| (c, CredentialSource::Memory));
+                let result = self.load_or_fall_back(fallback, Goal::Fresh).await;
                 ticket.finish(&result);
                 return result;
             }
@@ -181,30 +195,174 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         }
     }
 
-    /// The key-value store, else a mint; called by the one request that holds the ticket.
-    async fn load(&self) -> Result<(Credential, CredentialSource), Error> {
-        if let Some(c) = self.fresh_from_kv().await {
-            return Ok((c, CredentialSource::Kv));
+    /// Whether the credential in this instance's memory is in the last part of its reuse window
+    /// ([`Credential::refresh_from`]) and nothing is refreshing it yet. A host that lets a request
+    /// work on after its response (Spin 4.1's WASIp3 handlers) then runs [`Lakebase::refresh`]
+    /// there, so that no request waits for the rotation's mint. Reads memory only.
+    pub fn refresh_due(&self) -> bool {
+        let now = self.seams.clock.now();
+        !self.flight.is_busy()
+            && !self.outage.waiting(now)
+            && self
+                .credential
+                .in_memory_is(|c| c.is_fresh(now) && now >= c.refresh_from())
+    }
+
+    /// Replaces the credential in memory ahead of its reuse limit, when [`Lakebase::refresh_due`]
+    /// says so: a newer record from the key-value store, else a mint (one per instance at a time,
+    /// other instances defer to the one holding the mint lease). A failure is logged, never
+    /// returned: requests keep the credential they have, and a transient failure backs off.
+    pub async fn refresh(&self) {
+        let Some(ticket) = self.flight.try_begin() else {
+            return;
+        };
+        let now = self.seams.clock.now();
+        let Some(held) = self
+            .credential
+            .in_memory()
+            .filter(|c| c.is_fresh(now) && now >= c.refresh_from())
+        else {
+            return;
+        };
+        let serve_until = held.serve_until();
+        let result = self
+            .load_or_fall_back(Some((held, CredentialSource::Memory)), Goal::Ahead)
+            .await;
+        if let Err(e) = result {
+            // Not tried again on every request meanwhile, whatever the failure.
+            let wait = self.outage.failed(now, serve_until);
+            log::warn(&format!(
+                "refreshing the database credential ahead failed ({}): {e}; next try in {:.1} s",
+                e.kind(),
+                wait.as_secs_f32()
+            ));
         }
-        if let Some(c) = self.wait_for_other_minter().await {
-            return Ok((c, CredentialSource::Kv));
+        // Nothing is handed to waiting requests: they serve the credential they have.
+        drop(ticket);
+    }
+
+    /// One load under the ticket, within [`LOAD_TIMEOUT`]. A transient failure with a `fallback`
+    /// at hand (a credential the server still accepts) serves the fallback and backs off.
+    async fn load_or_fall_back(
+        &self,
+        fallback: Option<(Credential, CredentialSource)>,
+        goal: Goal,
+    ) -> Result<(Credential, CredentialSource), Error> {
+        let clock = &self.seams.clock;
+        let result = within(clock, LOAD_TIMEOUT, self.load(fallback.clone(), goal))
+            .await
+            .unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "gave up obtaining a credential after {} s: the workspace or the key-value store did not answer in time",
+                        LOAD_TIMEOUT.as_secs()
+                    ),
+                ))
+            });
+        match (result, fallback) {
+            (Ok(loaded), _) => Ok(loaded),
+            (Err(e), Some(fallback)) if e.kind() == ErrorKind::Unavailable => {
+                self.serve_through(e, fallback).await
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// A refresh failed for a transient reason with `fallback` at hand: logs it, backs off
+    /// (this instance by memory, the others by a lease that holds until the next try) and
+    /// serves the fallback.
+    /// Past [`Credential::serve_until`] (the attempt itself took that long) it is not served:
+    /// the error is returned.
+    async fn serve_through(
+        &self,
+        e: Error,
+        fallback: (Credential, CredentialSource),
+    ) -> Result<(Credential, CredentialSource), Error> {
+        let c = &fallback.0;
+        let now = self.seams.clock.now();
+        if now >= c.serve_until() {
+            return Err(e);
+        }
+        let wait = self.outage.failed(now, c.serve_until());
+        log::warn(&format!(
+            "refreshing the database credential failed ({}): {e}; serving credential {} until {} at the latest, next try in {:.1} s",
+            e.kind(),
+            c.token.fingerprint(),
+            c.serve_until().to_rfc3339(),
+            wait.as_secs_f32()
+        ));
+        self.write_lease_for(wait).await;
+        // The next requests of this instance serve it from memory until the next try.
+        self.credential.remember(c.clone());
+        Ok(fallback)
+    }
+
+    /// The key-value store, else a mint; called by the one request that holds the ticket.
+    /// `fallback`: a credential the server still accepts, served instead of waiting for another
+    /// instance's mint.
+    async fn load(
+        &self,
+        fallback: Option<(Credential, CredentialSource)>,
+        goal: Goal,
+    ) -> Result<(Credential, CredentialSource), Error> {
+        let now = self.seams.clock.now();
+        let stored = self.stored_fitting(now).await;
+        if let Some(c) = stored.as_ref().filter(|c| goal.met_by(c, now)) {
+            self.credential.remember(c.clone());
+            self.outage.clear();
+            return Ok((c.clone(), CredentialSource::Kv));
+        }
+        // A cold instance (every request on Spin's WASIp2) has only the store's record.
+        let fallback = fallback.or_else(|| {
+            stored
+                .filter(|c| now < c.serve_until())
+                .map(|c| (c, CredentialSource::Kv))
+        });
+        if let Some(found) = self.defer_to_other_minter(fallback.as_ref()).await {
+            return Ok(found);
         }
         // Claim the mint, let racing claims settle, and defer to whoever won.
-        self.write_own_lease().await;
+        self.write_lease_for(LEASE_TTL.to_std().unwrap_or_default())
+            .await;
         self.seams.clock.sleep(LEASE_SETTLE).await;
-        if let Some(c) = self.wait_for_other_minter().await {
-            return Ok((c, CredentialSource::Kv));
+        if let Some(found) = self.defer_to_other_minter(fallback.as_ref()).await {
+            return Ok(found);
         }
-        let minted = self.mint().await;
+        let minted = match self.mint().await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(fallback) = fallback.filter(|_| e.kind() == ErrorKind::Unavailable) {
+                    return self.serve_through(e, fallback).await;
+                }
+                let lease = &self.seams.cache.keys.lease;
+                cache::delete(&self.seams.kv(), lease, "mint lease").await;
+                return Err(e);
+            }
+        };
         // The record first, then the lease: a waiter that sees the lease gone finds the record.
-        if let Ok(c) = &minted {
-            let kv = self.seams.kv();
-            let now = self.seams.clock.now();
-            self.credential.keep(&self.seams.cache, &kv, c, now).await;
+        let (kv, now) = (self.seams.kv(), self.seams.clock.now());
+        self.credential
+            .keep(&self.seams.cache, &kv, &minted, now)
+            .await;
+        cache::delete(&kv, &self.seams.cache.keys.lease, "mint lease").await;
+        self.outage.clear();
+        Ok((minted, CredentialSource::Minted))
+    }
+
+    /// When another instance holds a live mint lease: the `fallback` at once if there is one,
+    /// else its record once it is written (see [`Lakebase::wait_for_other_minter`]).
+    async fn defer_to_other_minter(
+        &self,
+        fallback: Option<&(Credential, CredentialSource)>,
+    ) -> Option<(Credential, CredentialSource)> {
+        match fallback {
+            Some(f) => self.other_minter_holds_lease().await.then(|| f.clone()),
+            None => self
+                .wait_for_other_minter()
+                .await
+                .map(|c| (c, CredentialSource::Kv)),
         }
-        let lease = &self.seams.cache.keys.lease;
-        cache::delete(&self.seams.kv(), lease, "mint lease").await;
-        Ok((minted?, CredentialSource::Minted))
     }
 
     /// Forgets the credential whose token is `password`, in memory and in the key-value store,
@@ -231,11 +389,18 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// Like [`Lakebase::connect`], with per-connection options (another database of the same
     /// endpoint, another CA root). The credential is the same: a token is valid for every
     /// database.
+    ///
+    /// When a token minted just now is rejected too, the role is wrong: that is remembered for
+    /// 30 s (doubling to 5 minutes while it recurs), in memory and in the key-value store, and
+    /// meanwhile every request gets the same `database` error without a mint.
     pub async fn connect_with<X: Connector>(
         &self,
         connector: &X,
         options: &ConnectOptions,
     ) -> Result<Connected<X::Connection>, Error> {
+        if let Some(r) = self.rejection.fresh_in_memory(self.seams.clock.now()) {
+            return Err(r.error());
+        }
         let (credential, source) = self.credential_for(options).await?;
         let failure = match self.open(connector, &credential, options).await {
             Ok(connection) => {
@@ -248,6 +413,9 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             Err((LoginFailure::Rejected, _)) => credential,
             Err((failure, message)) => return Err(login_error(failure, message, &credential)),
         };
+        if let Some(r) = self.known_rejection(&failure).await {
+            return Err(r.error());
+        }
         log::info(&format!(
             "the database rejected credential {} for role {}; minting a new one",
             failure.token.fingerprint(),
@@ -261,9 +429,41 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 credential: fresh,
                 source,
             }),
-            Err((LoginFailure::Rejected, message)) => Err(rejected_twice(message, &fresh)),
+            Err((LoginFailure::Rejected, message)) => {
+                Err(self.remember_rejection(&fresh, message).await)
+            }
             Err((failure, message)) => Err(login_error(failure, message, &fresh)),
         }
+    }
+
+    /// The rejection another request (of any instance) recorded for this very token, if it
+    /// still holds; then remembered in memory too.
+    async fn known_rejection(&self, rejected: &Credential) -> Option<Rejection> {
+        let now = self.seams.clock.now();
+        let r = self
+            .rejection
+            .stored(&self.seams.cache, &self.seams.kv())
+            .await
+            .filter(|r| r.token == rejected.token.fingerprint() && r.is_fresh(now))?;
+        self.rejection.remember(r.clone());
+        Some(r)
+    }
+
+    /// Records that the database rejected `fresh`, minted just now; returns the error. The
+    /// credential stays in the store, so that other instances find the record when it is
+    /// rejected again, rather than minting.
+    async fn remember_rejection(&self, fresh: &Credential, message: String) -> Error {
+        let (cache, kv) = (&self.seams.cache, self.seams.kv());
+        let now = self.seams.clock.now();
+        let previous = self.rejection.stored(cache, &kv).await;
+        let r = Rejection::new(fresh, message, now, previous.as_ref());
+        log::warn(&format!(
+            "the database rejected a freshly minted token for role {}: not minting again before {}",
+            r.user,
+            r.until.to_rfc3339()
+        ));
+        self.rejection.keep(cache, &kv, &r, now).await;
+        r.error()
     }
 
     /// Opens a connection without waiting for anything, for synchronous callers that cannot
@@ -325,7 +525,16 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
 
     /// The URL-form connection string of `c` with the configured `sslmode` (a secret: it holds
     /// the token), for a Postgres client that is not a [`Connector`].
+    ///
+    /// It asks the server to close the session after it has been idle for
+    /// [`Credential::idle_session_timeout`] (or `lakebase_idle_session_timeout`), so that
+    /// sessions a pooling host keeps after the token was replaced do not pile up.
     pub fn connection_string(&self, c: &Credential) -> Secret {
+        let idle = match self.config.idle_session {
+            IdleSession::FromCredential => Some(c.idle_session_timeout()),
+            IdleSession::Seconds(secs) => Some(Duration::from_secs(secs.into())),
+            IdleSession::Off => None,
+        };
         connection_string(
             &c.user,
             &c.token,
@@ -333,6 +542,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             c.port,
             &c.database,
             self.config.sslmode,
+            idle,
         )
     }
 
@@ -383,13 +593,29 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             })
     }
 
+    /// The shared record, fresh or not, if it fits this configuration (else logged once).
+    async fn stored_fitting(&self, now: DateTime<Utc>) -> Option<Credential> {
+        let stored = self
+            .credential
+            .stored(&self.seams.cache, &self.seams.kv())
+            .await?;
+        match self.fits(&stored, now) {
+            Ok(()) => Some(stored),
+            Err(why) => {
+                self.seams
+                    .cache
+                    .warn_once(&format!("ignoring a cached credential: {why}"));
+                None
+            }
+        }
+    }
+
     /// The shared record, if it fits this configuration and may be served now.
     async fn fresh_from_kv(&self) -> Option<Credential> {
         let now = self.seams.clock.now();
-        let fits = |c: &Credential| self.fits(c, now);
-        self.credential
-            .fresh_from_store(&self.seams.cache, &self.seams.kv(), now, fits)
-            .await
+        let c = self.stored_fitting(now).await.filter(|c| c.is_fresh(now))?;
+        self.credential.remember(c.clone());
+        Some(c)
     }
 
     /// Whether a credential read back from the store is one this configuration could have
@@ -451,8 +677,25 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         None
     }
 
-    async fn write_own_lease(&self) {
-        let Some(until) = self.seams.clock.now().checked_add_signed(LEASE_TTL) else {
+    /// Whether another instance holds a live mint lease.
+    async fn other_minter_holds_lease(&self) -> bool {
+        let now = self.seams.clock.now();
+        self.seams
+            .cache
+            .read_lease(&self.seams.kv())
+            .await
+            .is_some_and(|lease| {
+                lease.holder != self.instance_id
+                    && DateTime::from_timestamp_millis(lease.until_ms).is_some_and(|u| now < u)
+            })
+    }
+
+    /// Writes this instance's lease, holding off other instances' mints for `hold`.
+    async fn write_lease_for(&self, hold: Duration) {
+        let Some(until) = TimeDelta::from_std(hold)
+            .ok()
+            .and_then(|h| self.seams.clock.now().checked_add_signed(h))
+        else {
             return;
         };
         let lease = Lease {
@@ -491,6 +734,24 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             minted_at,
             expires_at: minted.expires_at,
         })
+    }
+}
+
+/// What a load must find in the store to stop there.
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    /// A credential that may be served now.
+    Fresh,
+    /// One that is not due for a refresh ahead yet.
+    Ahead,
+}
+
+impl Goal {
+    fn met_by(self, c: &Credential, now: DateTime<Utc>) -> bool {
+        match self {
+            Goal::Fresh => c.is_fresh(now),
+            Goal::Ahead => c.is_fresh(now) && now < c.refresh_from(),
+        }
     }
 }
 

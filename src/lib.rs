@@ -42,9 +42,11 @@ pub mod host;
 mod lakebase;
 mod log;
 mod login;
+mod outage;
 #[cfg(test)]
 mod props;
 mod protocol;
+mod rejection;
 mod retry;
 mod seal;
 mod seams;

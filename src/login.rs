@@ -94,12 +94,12 @@ pub(crate) fn login_error(failure: LoginFailure, message: String, c: &Credential
 }
 
 /// A login rejected again with a token minted just now: the role, not the token, is wrong.
-pub(crate) fn rejected_twice(message: String, fresh: &Credential) -> Error {
+pub(crate) fn rejected_twice(message: String, user: &str) -> Error {
     Error::new(
         ErrorKind::Database,
         format!(
             "postgres rejected a freshly minted token for role `{}`: check that this role exists for the principal and that `{}` names it",
-            fresh.user,
+            user,
             var::PGUSER
         ),
     )

@@ -29,11 +29,12 @@ proptest! {
     fn configuration_never_panics(
         host in any_opt(), id in any_opt(), secret in any_opt(), token in any_opt(),
         endpoint in any_opt(), instance in any_opt(), pghost in any_opt(), pgport in any_opt(),
-        db in any_opt(), mode in any_opt(), user in any_opt(), ca in any_opt(),
+        db in any_opt(), mode in any_opt(), user in any_opt(), ca in any_opt(), idle in any_opt(),
     ) {
         let raw = ConfigBuilder {
             host, client_id: id, client_secret: secret, token, endpoint, instance, pghost,
-            pgport, pgdatabase: db, pgsslmode: mode, pguser: user, ca_root: ca, unknown: None,
+            pgport, pgdatabase: db, pgsslmode: mode, pguser: user, ca_root: ca,
+            idle_session_timeout: idle, unknown: None,
         };
         if let Err(e) = raw.validate() {
             prop_assert!(e.variable().is_some(), "a configuration error names its variable: {e}");
@@ -109,7 +110,7 @@ proptest! {
         // `%2E`) as a dot segment of the path; tokio-postgres, which Spin and the devhost use,
         // takes the path as it is, so those names are fine there and left out here.
         prop_assume!(db != "." && db != "..");
-        let s = connection_string(&user, &Secret::new(password.clone()), "ep-1.example.com", port, &db, crate::SslMode::Require);
+        let s = connection_string(&user, &Secret::new(password.clone()), "ep-1.example.com", port, &db, crate::SslMode::Require, None);
         let url = url::Url::parse(s.expose()).unwrap();
         let dec = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8().unwrap().into_owned();
         prop_assert_eq!(dec(url.username()), user);

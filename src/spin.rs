@@ -156,13 +156,24 @@ static INSTANCE: OnceLock<SpinLakebase> = OnceLock::new();
 
 /// This instance's client, configured from the Spin variables on first use. A configuration
 /// error is returned (and re-checked on the next call) rather than cached.
+///
+/// When the credential in memory is due for a refresh ahead ([`Lakebase::refresh_due`]), this
+/// also starts [`Lakebase::refresh`] as a task of the current request, which goes on after the
+/// handler has answered (a WASIp3 handler's instance lives until its tasks end): no request
+/// waits for a rotation's mint, only a cold start does.
 pub async fn lakebase() -> Result<&'static SpinLakebase, Error> {
-    if let Some(lb) = INSTANCE.get() {
-        return Ok(lb);
+    let lb = match INSTANCE.get() {
+        Some(lb) => lb,
+        None => {
+            let config = Config::load(&SpinVars).await?;
+            let lb = Lakebase::new(config, SpinHttp, SpinKv::default(), SystemClock);
+            INSTANCE.get_or_init(|| lb)
+        }
+    };
+    if lb.refresh_due() {
+        wit_bindgen::spawn(lb.refresh());
     }
-    let config = Config::load(&SpinVars).await?;
-    let lb = Lakebase::new(config, SpinHttp, SpinKv::default(), SystemClock);
-    Ok(INSTANCE.get_or_init(|| lb))
+    Ok(lb)
 }
 
 /// Opens a Lakebase Postgres connection with a cached or fresh credential.

@@ -54,6 +54,11 @@ impl<T: Cached> Tier<T> {
         self.memory().as_ref().filter(|v| v.is_fresh(now)).cloned()
     }
 
+    /// Whether the value in memory, fresh or not, passes `test` (without copying it).
+    pub fn in_memory_is(&self, test: impl FnOnce(&T) -> bool) -> bool {
+        self.memory().as_ref().is_some_and(test)
+    }
+
     /// The value in memory, fresh or not (to scrub it from error text).
     pub fn in_memory(&self) -> Option<T> {
         self.memory().clone()

@@ -696,7 +696,8 @@ fn no_secret_in_any_debug_or_display() {
             format!(r#"{{"error_code":"INTERNAL","message":"echo {CLIENT_SECRET}"}}"#),
         ),
     );
-    w.clock.advance(TimeDelta::minutes(46));
+    // Past the server's expiry of the last token: no credential is served through the outage.
+    w.clock.advance(TimeDelta::minutes(60));
     let e = block_on(w.instance().credential()).unwrap_err();
     text.push_str(&all_text(&e));
     w.ws.script(
@@ -1214,4 +1215,268 @@ fn a_configuration_built_in_code_is_validated_like_variables() {
             .contains("`databrick_host` is not a Lakebase variable"),
         "{e}"
     );
+}
+
+// ---- days, not minutes: outages, refresh ahead, remembered rejections, idle sessions ----------
+
+fn workspace_down(w: &World, calls: usize) {
+    for _ in 0..calls {
+        w.ws.script(
+            AUTOSCALING_ROUTE,
+            Scripted::Status(
+                503,
+                None,
+                r#"{"error_code":"TEMPORARILY_UNAVAILABLE","message":"down for maintenance"}"#
+                    .into(),
+            ),
+        );
+    }
+}
+
+fn at(hms: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&format!("2026-02-06T{hms}Z"))
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+fn advance_to(w: &World, hms: &str) {
+    let by = at(hms) - w.clock.get();
+    assert!(by >= TimeDelta::zero(), "the clock is past {hms} already");
+    w.clock.advance(by);
+}
+
+#[test]
+fn a_workspace_outage_past_the_reuse_limit_serves_the_credential_until_near_its_expiry() {
+    let w = World::m2m();
+    let a = w.instance();
+    let first = block_on(a.connect(&w.pg)).unwrap();
+    assert_eq!(first.source, CredentialSource::Minted);
+    // Down from 12:44, past the reuse limit (12:45), until 12:56.
+    workspace_down(&w, 1000);
+    advance_to(&w, "12:45:01");
+    let served = block_on(a.connect(&w.pg)).unwrap();
+    assert_eq!(served.credential.token, first.credential.token);
+    assert_eq!(served.source, CredentialSource::Memory);
+    let tried = w.ws.mints();
+    assert_eq!(tried, 1 + 4, "one refresh, with its retries");
+    // Backing off: the next requests serve it without trying, in this instance and in a cold one
+    // (which finds the record and the lease that holds until the next try).
+    for _ in 0..5 {
+        let again = block_on(a.connect(&w.pg)).unwrap();
+        assert_eq!(again.credential.token, first.credential.token);
+    }
+    let cold = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(cold.credential.token, first.credential.token);
+    assert_eq!(cold.source, CredentialSource::Kv);
+    assert_eq!(w.ws.mints(), tried, "no refresh while backing off");
+    // Every request until 12:56 is answered, with a bounded number of refresh attempts.
+    while w.clock.get() < at("12:56:00") {
+        let c = block_on(a.connect(&w.pg)).unwrap();
+        assert_eq!(c.credential.token, first.credential.token);
+        w.clock.advance(TimeDelta::seconds(1));
+    }
+    let attempts = (w.ws.mints() - 1) / 4;
+    assert!(
+        (5..=20).contains(&attempts),
+        "backed off, not per request: {attempts} refreshes in 11 minutes"
+    );
+    // Back at 12:56: the next try mints a new credential.
+    w.ws.scripts_clear(AUTOSCALING_ROUTE);
+    w.clock.advance(TimeDelta::seconds(61));
+    let fresh = block_on(a.connect(&w.pg)).unwrap();
+    assert_eq!(fresh.source, CredentialSource::Minted);
+    assert_ne!(fresh.credential.token, first.credential.token);
+    let cold = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(cold.credential.token, fresh.credential.token);
+}
+
+#[test]
+fn an_outage_past_the_servers_expiry_is_unavailable_with_the_reason() {
+    let w = World::m2m();
+    let a = w.instance();
+    let first = block_on(a.credential()).unwrap().0;
+    // Minted at 12:00:00.1 (after the lease settled), expiring at 13:00: about 12:58.
+    assert!((first.serve_until() - at("12:58:00")).abs() < TimeDelta::seconds(1));
+    workspace_down(&w, 1000);
+    advance_to(&w, "12:57:00");
+    assert_eq!(block_on(a.credential()).unwrap().0.token, first.token);
+    advance_to(&w, "12:58:00");
+    let e = block_on(a.credential()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("TEMPORARILY_UNAVAILABLE"), "{e}");
+    // A cold instance does not serve the record either.
+    let e = block_on(w.instance().credential()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+}
+
+#[test]
+fn an_outage_never_hides_a_configuration_that_must_change() {
+    let w = World::m2m();
+    let a = w.instance();
+    block_on(a.credential()).unwrap();
+    advance_to(&w, "12:45:01");
+    w.ws.script(
+        AUTOSCALING_ROUTE,
+        Scripted::Status(
+            403,
+            None,
+            r#"{"error_code":"PERMISSION_DENIED","message":"no access"}"#.into(),
+        ),
+    );
+    let e = block_on(a.credential()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Permission);
+}
+
+#[test]
+fn refresh_ahead_replaces_the_credential_before_its_reuse_limit() {
+    let w = World::m2m();
+    let a = w.instance();
+    let first = block_on(a.credential()).unwrap().0;
+    // Reused from 12:00:00.1 to 12:45:00.1: refreshed from 12:40:30.1.
+    let from = first.refresh_from();
+    assert_eq!(from, at("12:40:30") + TimeDelta::milliseconds(100));
+    w.clock
+        .advance(from - w.clock.get() - TimeDelta::milliseconds(1));
+    assert!(!a.refresh_due());
+    block_on(a.refresh());
+    assert_eq!(w.ws.mints(), 1, "not due: nothing done");
+    w.clock.advance(TimeDelta::milliseconds(1));
+    assert!(a.refresh_due());
+    block_on(a.refresh());
+    assert_eq!(w.ws.mints(), 2);
+    assert!(!a.refresh_due(), "the new one is not due");
+    let (c, source) = block_on(a.credential()).unwrap();
+    assert_eq!(source, CredentialSource::Memory);
+    assert_ne!(c.token, first.token);
+    // Two instances due at the same time: one mints, the other takes its record.
+    let w2 = World::m2m();
+    let (x, y) = (w2.instance(), w2.instance());
+    block_on(x.credential()).unwrap();
+    block_on(y.credential()).unwrap();
+    advance_to(&w2, "12:41:00");
+    assert!(x.refresh_due() && y.refresh_due());
+    block_on(x.refresh());
+    block_on(y.refresh());
+    assert_eq!(w2.ws.mints(), 2, "one mint for both instances");
+    assert_eq!(
+        block_on(x.credential()).unwrap().0.token,
+        block_on(y.credential()).unwrap().0.token
+    );
+}
+
+#[test]
+fn a_failed_refresh_ahead_keeps_the_credential_and_backs_off() {
+    let w = World::m2m();
+    let a = w.instance();
+    let first = block_on(a.credential()).unwrap().0;
+    workspace_down(&w, 1000);
+    advance_to(&w, "12:41:00");
+    block_on(a.refresh());
+    let tried = w.ws.mints();
+    assert!(tried > 1);
+    assert!(!a.refresh_due(), "backing off");
+    let (c, source) = block_on(a.credential()).unwrap();
+    assert_eq!((c.token, source), (first.token, CredentialSource::Memory));
+    assert_eq!(w.ws.mints(), tried);
+}
+
+#[test]
+fn a_wrong_role_is_remembered_instead_of_minting_per_request() {
+    let w = World::with_vars(&[
+        ("databricks_host", HOST),
+        ("databricks_client_id", CLIENT_ID),
+        ("databricks_client_secret", CLIENT_SECRET),
+        ("lakebase_endpoint", ENDPOINT),
+        ("pguser", "no_such_role"),
+    ]);
+    w.pg.reject_all.set(true);
+    let a = w.instance();
+    let first = block_on(a.connect(&w.pg)).unwrap_err();
+    assert_eq!(first.kind(), ErrorKind::Database);
+    assert_eq!(first.sqlstate(), Some("28P01"));
+    assert!(first.message().contains("`no_such_role`"), "{first}");
+    assert_eq!(w.ws.mints(), 2, "one re-mint");
+    let logins = w.pg.logins.borrow().len();
+    // The same error at once, without a login or a mint, in this instance…
+    for _ in 0..10 {
+        let e = block_on(a.connect(&w.pg)).unwrap_err();
+        assert_eq!(e.to_string(), first.to_string());
+        assert_eq!(e.sqlstate(), Some("28P01"));
+    }
+    assert_eq!(w.pg.logins.borrow().len(), logins);
+    // …and in other instances, after one rejected login each.
+    for _ in 0..5 {
+        let e = block_on(w.instance().connect(&w.pg)).unwrap_err();
+        assert_eq!(e.to_string(), first.to_string());
+    }
+    assert_eq!(w.ws.mints(), 2);
+    // After 30 s the next request tries again (one re-mint), then holds 60 s.
+    w.clock.advance(TimeDelta::seconds(30));
+    block_on(a.connect(&w.pg)).unwrap_err();
+    assert_eq!(w.ws.mints(), 3);
+    w.clock.advance(TimeDelta::seconds(59));
+    block_on(a.connect(&w.pg)).unwrap_err();
+    assert_eq!(w.ws.mints(), 3, "held twice as long");
+    // The role is created: once the hold ends, requests succeed again.
+    w.pg.reject_all.set(false);
+    w.clock.advance(TimeDelta::seconds(1));
+    let ok = block_on(a.connect(&w.pg)).unwrap();
+    assert_eq!(ok.credential.user, "no_such_role");
+}
+
+#[test]
+fn a_wrong_role_under_load_mints_a_bounded_number_of_times() {
+    // 50 requests a second for 60 s, each in a new instance (the worst case: Spin's WASIp2).
+    let w = World::with_vars(&[
+        ("databricks_host", HOST),
+        ("databricks_client_id", CLIENT_ID),
+        ("databricks_client_secret", CLIENT_SECRET),
+        ("lakebase_endpoint", ENDPOINT),
+        ("pguser", "no_such_role"),
+    ]);
+    w.pg.reject_all.set(true);
+    for _ in 0..3000 {
+        let e = block_on(w.instance().connect(&w.pg)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Database);
+        assert!(e.message().contains("`no_such_role`"), "{e}");
+        w.clock.advance(TimeDelta::milliseconds(20));
+    }
+    assert!(w.ws.mints() <= 10, "{} mints", w.ws.mints());
+}
+
+#[test]
+fn connection_strings_ask_the_server_to_close_idle_sessions() {
+    let w = World::m2m();
+    let a = w.instance();
+    let c = block_on(a.credential()).unwrap().0;
+    assert_eq!(c.idle_session_timeout(), Duration::from_secs(300));
+    let s = a.connection_string(&c);
+    assert!(
+        s.expose()
+            .ends_with("?sslmode=require&options=-c%20idle_session_timeout%3D300000"),
+        "{s:?}"
+    );
+    for (value, tail) in [
+        ("0", "?sslmode=require"),
+        ("60", "&options=-c%20idle_session_timeout%3D60000"),
+    ] {
+        let w = World::with_vars(&[
+            ("databricks_host", HOST),
+            ("databricks_client_id", CLIENT_ID),
+            ("databricks_client_secret", CLIENT_SECRET),
+            ("lakebase_endpoint", ENDPOINT),
+            ("lakebase_idle_session_timeout", value),
+        ]);
+        let a = w.instance();
+        let c = block_on(a.credential()).unwrap().0;
+        assert!(a.connection_string(&c).expose().ends_with(tail), "{value}");
+    }
+    let e = Config::builder()
+        .set("databricks_host", HOST)
+        .set("databricks_token", PAT)
+        .set("lakebase_endpoint", ENDPOINT)
+        .set("lakebase_idle_session_timeout", "5m")
+        .build()
+        .unwrap_err();
+    assert_eq!(e.variable(), Some("lakebase_idle_session_timeout"));
 }

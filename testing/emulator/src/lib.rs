@@ -281,6 +281,11 @@ impl Emulator {
         self.shared.state.lock().unwrap().faults.push_back(fault);
     }
 
+    /// Drops every queued fault (an outage ends).
+    pub fn clear_faults(&self) {
+        self.shared.state.lock().unwrap().faults.clear();
+    }
+
     /// Revokes every database token minted so far and cuts the sessions that logged in with one.
     pub fn revoke_all(&self) {
         let mut s = self.shared.state.lock().unwrap();

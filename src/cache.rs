@@ -1,9 +1,12 @@
 //! Key-value records: the shared credential, the workspace token, and a best-effort mint lease.
 //!
-//! Keys are `lakebase:v2:<what>:<32 hex digits>`: short (well under SQLite's 256 bytes) and free of
-//! `/ \ ? #` (Azure Cosmos), whatever the endpoint name. The hash covers everything that makes a
-//! credential different (workspace, identity, endpoint, user, host, database), so two apps or
-//! endpoints that share a store never read each other's tokens.
+//! Keys are `lakebase.v3.<what>.<32 hex digits>`: short (well under SQLite's 256 bytes), free of
+//! `/ \ ? #` (Azure Cosmos) and made only of `[-/_=.a-zA-Z0-9]` (the NATS key-value store behind
+//! wasmCloud's `wasi:keyvalue` refuses anything else), whatever the endpoint name. The hash covers
+//! everything that makes a credential different (workspace, identity, endpoint, user, host,
+//! database) and the workspace secret in use (hashed), so two apps or endpoints that share a store
+//! never read each other's tokens, and two deployments of one principal with different secrets
+//! (during a secret rotation) never overwrite each other's records.
 //!
 //! Every value is sealed (`seal.rs`): only apps holding the same workspace secret can read or
 //! write it. A value that does not open (forged, altered, of another version) or does not parse
@@ -35,7 +38,7 @@ impl CacheKeys {
             Target::Endpoint(e) => format!("endpoint:{e}"),
             Target::Instance(i) => format!("instance:{i}"),
         };
-        let ws_scope = workspace_scope(config);
+        let ws_scope = [workspace_scope(config), secret_digest(config)].join("\n");
         let scope = [
             ws_scope.as_str(),
             &target,
@@ -46,10 +49,10 @@ impl CacheKeys {
         ]
         .join("\n");
         CacheKeys {
-            credential: format!("lakebase:v2:cred:{}", short_hash(&scope)),
-            lease: format!("lakebase:v2:lease:{}", short_hash(&scope)),
-            rejection: format!("lakebase:v2:rejected:{}", short_hash(&scope)),
-            workspace_token: format!("lakebase:v2:ws:{}", short_hash(&ws_scope)),
+            credential: format!("lakebase.v3.cred.{}", short_hash(&scope)),
+            lease: format!("lakebase.v3.lease.{}", short_hash(&scope)),
+            rejection: format!("lakebase.v3.rejected.{}", short_hash(&scope)),
+            workspace_token: format!("lakebase.v3.ws.{}", short_hash(&ws_scope)),
         }
     }
 }
@@ -62,6 +65,19 @@ fn workspace_scope(config: &Config) -> String {
         WorkspaceAuth::Pat(token) => format!("pat:{}", token.fingerprint()),
     };
     [config.workspace.as_str(), &identity].join("\n")
+}
+
+/// SHA-256 of the workspace secret in use (client secret or PAT), hex: it enters keys only
+/// inside another hash.
+fn secret_digest(config: &Config) -> String {
+    let secret = match &config.auth {
+        WorkspaceAuth::OAuthM2M { client_secret, .. } => client_secret,
+        WorkspaceAuth::Pat(token) => token,
+    };
+    Sha256::digest(secret.expose().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn short_hash(text: &str) -> String {
@@ -211,6 +227,13 @@ mod tests {
         for key in [&k.credential, &k.lease, &k.rejection, &k.workspace_token] {
             assert!(key.len() <= 64, "{key}");
             assert!(!key.contains(['/', '\\', '?', '#']), "{key}");
+            // NATS key-value (wasmCloud): `[-/_=.a-zA-Z0-9]`, not starting or ending with `.`.
+            assert!(
+                key.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c)),
+                "{key}"
+            );
+            assert!(!key.starts_with('.') && !key.ends_with('.'), "{key}");
         }
     }
 
@@ -232,5 +255,40 @@ mod tests {
             a,
             CacheKeys::new(&config("projects/p/branches/b/endpoints/a", None))
         );
+    }
+
+    #[test]
+    fn keys_differ_by_secret_so_a_rotation_does_not_collide() {
+        let a = config("projects/p/branches/b/endpoints/a", None);
+        let mut b = ConfigBuilder {
+            host: Some("adb-1.cloud.databricks.com".into()),
+            client_id: Some("c1".into()),
+            client_secret: Some("s2".into()),
+            endpoint: Some("projects/p/branches/b/endpoints/a".into()),
+            ..ConfigBuilder::default()
+        };
+        let (ka, kb) = (CacheKeys::new(&a), CacheKeys::new(&b.clone_validate()));
+        assert_ne!(ka.credential, kb.credential);
+        assert_ne!(ka.lease, kb.lease);
+        assert_ne!(ka.workspace_token, kb.workspace_token);
+        b.client_secret = Some("s1".into());
+        assert_eq!(ka, CacheKeys::new(&b.clone_validate()), "same secret, same keys");
+        for key in [&ka.credential, &ka.workspace_token] {
+            assert!(!key.contains("s1"), "{key}");
+        }
+    }
+
+    impl ConfigBuilder {
+        fn clone_validate(&self) -> Config {
+            ConfigBuilder {
+                host: self.host.clone(),
+                client_id: self.client_id.clone(),
+                client_secret: self.client_secret.clone(),
+                endpoint: self.endpoint.clone(),
+                ..ConfigBuilder::default()
+            }
+            .validate()
+            .unwrap()
+        }
     }
 }

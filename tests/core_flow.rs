@@ -74,12 +74,12 @@ fn cold_mint_then_reuse_from_memory_and_kv() {
     assert_eq!(w.ws.mints(), 1);
     assert_eq!(w.ws.count(ENDPOINT_ROUTE), 1);
     assert_eq!(
-        w.kv.keys_with(":cred:").len(),
+        w.kv.keys_with(".cred.").len(),
         1,
         "credential stored for other instances"
     );
     assert!(
-        w.kv.keys_with(":lease:").is_empty(),
+        w.kv.keys_with(".lease.").is_empty(),
         "lease released after the mint"
     );
 
@@ -423,7 +423,7 @@ fn corrupt_or_old_records_are_misses() {
         let w = World::m2m();
         let a = w.instance();
         block_on(a.credential()).unwrap();
-        let key = w.kv.keys_with(":cred:").pop().unwrap();
+        let key = w.kv.keys_with(".cred.").pop().unwrap();
         w.kv.put_raw(&key, junk);
         assert_eq!(
             source(&w.instance()),
@@ -576,10 +576,10 @@ fn stale_lease_of_a_dead_instance_does_not_block() {
     let a = w.instance();
     block_on(a.credential()).unwrap();
     let key =
-        w.kv.keys_with(":cred:")
+        w.kv.keys_with(".cred.")
             .pop()
             .unwrap()
-            .replace(":cred:", ":lease:");
+            .replace(".cred.", ".lease.");
     let until = (w.clock.get() + TimeDelta::seconds(5)).timestamp_millis();
     w.kv.put_raw(
         &key,
@@ -744,7 +744,7 @@ fn forged_records_are_misses_and_never_redirect() {
     let forged = format!(
         r#"{{"v":2,"token":"forged-token-0123456789","user":"{CLIENT_ID}","host":"127.0.0.2","port":5432,"database":"databricks_postgres","minted_at":{now},"expires_at":{far}}}"#
     );
-    for key in w.kv.keys_with("lakebase:") {
+    for key in w.kv.keys_with("lakebase.") {
         w.kv.put_raw(&key, forged.as_bytes());
     }
     let fresh = w.instance();
@@ -968,7 +968,7 @@ fn a_far_future_lease_is_honoured_for_ten_seconds_at_most() {
         task(async { a.credential().await.map(|_| ()) }),
         task(async {
             // B starts once A's lease is there.
-            while w.kv.keys_with(":lease:").is_empty() {
+            while w.kv.keys_with(".lease.").is_empty() {
                 yield_now().await;
             }
             b.credential().await.map(|(_, source)| {

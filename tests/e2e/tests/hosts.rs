@@ -315,7 +315,7 @@ async fn two_processes_sharing_redis_and_nothing_leaks() {
 fn redis_values(url: &str) -> Vec<String> {
     let port = url.rsplit(':').next().unwrap();
     let keys = Command::new("redis-cli")
-        .args(["-p", port, "--raw", "keys", "lakebase:*"])
+        .args(["-p", port, "--raw", "keys", "lakebase.*"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&keys.stdout)
@@ -346,7 +346,7 @@ fn redis_set(url: &str, key: &str, value: &str) {
 fn redis_keys(url: &str) -> Vec<String> {
     let port = url.rsplit(':').next().unwrap();
     let keys = Command::new("redis-cli")
-        .args(["-p", port, "--raw", "keys", "lakebase:*"])
+        .args(["-p", port, "--raw", "keys", "lakebase.*"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&keys.stdout)

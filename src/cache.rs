@@ -272,7 +272,11 @@ mod tests {
         assert_ne!(ka.lease, kb.lease);
         assert_ne!(ka.workspace_token, kb.workspace_token);
         b.client_secret = Some("s1".into());
-        assert_eq!(ka, CacheKeys::new(&b.clone_validate()), "same secret, same keys");
+        assert_eq!(
+            ka,
+            CacheKeys::new(&b.clone_validate()),
+            "same secret, same keys"
+        );
         for key in [&ka.credential, &ka.workspace_token] {
             assert!(!key.contains("s1"), "{key}");
         }

@@ -122,7 +122,7 @@ impl RetryPolicy {
 
     /// `delay` plus a random part of [`RetryPolicy::max_jitter`].
     pub(crate) fn jittered(&self, delay: Duration) -> Duration {
-        let max = self.max_jitter.as_millis() as u64;
+        let max = u64::try_from(self.max_jitter.as_millis()).unwrap_or(u64::MAX);
         if max == 0 {
             return delay;
         }
@@ -130,7 +130,9 @@ impl RetryPolicy {
         if getrandom::fill(&mut b).is_err() {
             return delay;
         }
-        delay + Duration::from_millis(u64::from_le_bytes(b) % (max + 1))
+        delay.saturating_add(Duration::from_millis(
+            u64::from_le_bytes(b) % max.saturating_add(1),
+        ))
     }
 
     /// The wait before the next attempt, or `None` to give up. `attempt` is the number of
@@ -147,7 +149,8 @@ impl RetryPolicy {
         let delay = server_hint
             .unwrap_or(self.default_delay)
             .min(self.max_delay);
-        (elapsed + delay <= self.max_total).then_some(delay)
+        // Checked: a custom `max_delay` and a huge `Retry-After` must not overflow.
+        (elapsed.saturating_add(delay) <= self.max_total).then_some(delay)
     }
 }
 
@@ -214,6 +217,20 @@ pub(crate) async fn run<C: Clock, T, E, F: Future<Output = Attempt<T, E>>>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_from_outside_never_overflow() {
+        let huge = RetryPolicy::default()
+            .max_delay(Duration::MAX)
+            .max_total(Duration::MAX)
+            .max_jitter(Duration::MAX);
+        assert_eq!(
+            huge.next_delay(1, Duration::MAX, Some(Duration::MAX)),
+            Some(Duration::MAX)
+        );
+        assert!(huge.jittered(Duration::MAX) >= Duration::MAX);
+        assert!(huge.jittered(Duration::from_secs(1)) >= Duration::from_secs(1));
+    }
+
     use super::*;
 
     /// A clock that moves only when slept on, and records the sleeps.

@@ -583,10 +583,7 @@ impl Ctx {
         }
     }
 
-    fn client(
-        &self,
-        r: &Resource<pg::Connection>,
-    ) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
+    fn client(&self, r: &Resource<pg::Connection>) -> wasmtime::Result<pg::Client> {
         Ok(self.table.get(r)?.client.clone())
     }
 }
@@ -614,7 +611,7 @@ impl FromStrOk for tokio_postgres::Config {
 }
 
 async fn run_query(
-    client: Arc<tokio_postgres::Client>,
+    client: pg::Client,
     statement: String,
     params: Vec<pgw::ParameterValue>,
 ) -> Result<(Vec<pgw::Column>, Vec<Vec<pgw::DbValue>>), pgw::Error> {
@@ -634,7 +631,7 @@ async fn run_query(
 }
 
 async fn run_execute(
-    client: Arc<tokio_postgres::Client>,
+    client: pg::Client,
     statement: String,
     params: Vec<pgw::ParameterValue>,
 ) -> Result<u64, pgw::Error> {

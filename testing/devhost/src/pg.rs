@@ -1,16 +1,16 @@
 //! `spin:postgres@4.2.0` on tokio-postgres: address parsing and the allowed-host check as Spin
-//! does them, TLS that verifies the certificate (webpki roots, or the guest's CA root), one
-//! shared client per connection string + CA, and every WIT value type mapped both ways.
+//! does them, TLS that verifies the certificate (webpki roots, or the guest's CA root), pooling
+//! as Spin 4.1 does it (`Pools`), and every WIT value type mapped both ways.
 // The error type is the WIT's `error` variant, returned to the guest as it is.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
 use std::error::Error as _;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use deadpool_postgres::{ManagerConfig, PoolError, RecyclingMethod};
 use postgres_types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::config::SslMode;
 
@@ -20,9 +20,18 @@ use crate::bindings::spin::postgres::postgres::{
 };
 use crate::manifest::AllowedHost;
 
+/// Connections of one pool at most (Spin 4.1's `CONNECTION_POOL_SIZE`).
+pub const POOL_SIZE: usize = 64;
+/// Pools kept per component (Spin 4.1's `CONNECTION_POOL_CACHE_CAPACITY`).
+pub const POOL_CACHE_CAPACITY: u64 = 16;
+
+/// A pooled connection, shared by the guest's resource and the queries in flight on it: it
+/// goes back to its pool when the last of them drops it.
+pub type Client = Arc<deadpool_postgres::Object>;
+
 /// An open connection (a guest resource).
 pub struct Connection {
-    pub(crate) client: Arc<tokio_postgres::Client>,
+    pub(crate) client: Client,
 }
 
 /// A connection being configured (a guest resource).
@@ -34,31 +43,67 @@ pub struct ConnectionBuilder {
 /// A pool key: the full connection string and the CA root.
 type PoolKey = (String, Option<String>);
 
-/// Shared clients, keyed by connection string and CA.
-#[derive(Default)]
+/// The pools of one component, as Spin 4.1 keeps them (`factor-outbound-pg/src/client.rs`): a
+/// cache of [`POOL_CACHE_CAPACITY`] pools keyed by (connection string, CA root), bounded by size
+/// only (`moka::sync::Cache::new`: no time-to-idle, no time-to-live), each a
+/// `deadpool_postgres::Pool` of up to [`POOL_SIZE`] connections recycled
+/// [`RecyclingMethod::Clean`] when taken, with no idle timeout and no maximum lifetime. A new
+/// password is a new pool; an old one keeps its idle sessions open until the cache evicts it,
+/// and an evicted pool's sockets are dropped without a Terminate message.
 pub struct Pools {
-    clients: Mutex<HashMap<PoolKey, Arc<tokio_postgres::Client>>>,
+    pools: moka::sync::Cache<PoolKey, deadpool_postgres::Pool>,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            pools: moka::sync::Cache::new(POOL_CACHE_CAPACITY),
+        }
+    }
 }
 
 impl Pools {
-    /// A live client for `address`, connecting when there is none (or it was closed).
+    /// A pooled connection for `address`: from its pool (made on first use), recycled or new.
     pub async fn get(
         &self,
         address: &str,
         ca_root: Option<&str>,
         allowed: &[AllowedHost],
         secrets: &[String],
-    ) -> Result<Arc<tokio_postgres::Client>, Error> {
+    ) -> Result<Client, Error> {
+        let config = tokio_postgres::Config::from_str(address)
+            .map_err(|e| Error::ConnectionFailed(format!("invalid connection string: {e}")))?;
+        check_allowed(&config, allowed)?;
         let key = (address.to_owned(), ca_root.map(str::to_owned));
-        if let Some(c) = self.clients.lock().unwrap().get(&key)
-            && !c.is_closed()
-        {
-            return Ok(c.clone());
-        }
-        let client = Arc::new(connect(address, ca_root, allowed, secrets).await?);
-        self.clients.lock().unwrap().insert(key, client.clone());
-        Ok(client)
+        let pool = self
+            .pools
+            .try_get_with_by_ref(&key, || new_pool(config, ca_root))
+            .map_err(|e| (*e).clone())?;
+        let object = pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => connect_failed(e, secrets),
+            other => Error::ConnectionFailed(scrub(other.to_string(), secrets)),
+        })?;
+        Ok(Arc::new(object))
     }
+}
+
+fn new_pool(
+    config: tokio_postgres::Config,
+    ca_root: Option<&str>,
+) -> Result<deadpool_postgres::Pool, Error> {
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Clean,
+    };
+    let manager = if config.get_ssl_mode() == SslMode::Disable {
+        deadpool_postgres::Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+    } else {
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca_root)?);
+        deadpool_postgres::Manager::from_config(config, tls, manager_config)
+    };
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .build()
+        .map_err(|e| Error::Other(format!("building the connection pool: {e}")))
 }
 
 /// Replaces secrets (e.g. a password echoed in an error) before a message leaves the host.
@@ -69,14 +114,8 @@ fn scrub(text: String, secrets: &[String]) -> String {
         .fold(text, |t, s| t.replace(s.as_str(), "****"))
 }
 
-async fn connect(
-    address: &str,
-    ca_root: Option<&str>,
-    allowed: &[AllowedHost],
-    secrets: &[String],
-) -> Result<tokio_postgres::Client, Error> {
-    let config = tokio_postgres::Config::from_str(address)
-        .map_err(|e| Error::ConnectionFailed(format!("invalid connection string: {e}")))?;
+/// Every host of `config` must be in `allowed_outbound_hosts`.
+fn check_allowed(config: &tokio_postgres::Config, allowed: &[AllowedHost]) -> Result<(), Error> {
     let ports = config.get_ports();
     for (i, host) in config.get_hosts().iter().enumerate() {
         let host = match host {
@@ -98,33 +137,18 @@ async fn connect(
             )));
         }
     }
-    let failed = |e: tokio_postgres::Error| {
-        let mut text = e.to_string();
-        if let Some(db) = e.as_db_error() {
-            text = format!("{text} (SQLSTATE {})", db.code().code());
-        } else if let Some(src) = e.source() {
-            text = format!("{text}: {src}");
-        }
-        Error::ConnectionFailed(scrub(text, secrets))
-    };
-    let client = if config.get_ssl_mode() == SslMode::Disable {
-        let (client, conn) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(failed)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-    } else {
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca_root)?);
-        let (client, conn) = config.connect(tls).await.map_err(failed)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-    };
-    Ok(client)
+    Ok(())
+}
+
+/// A failed login as the guest sees it: the message, with the server's SQLSTATE when it sent one.
+fn connect_failed(e: tokio_postgres::Error, secrets: &[String]) -> Error {
+    let mut text = e.to_string();
+    if let Some(db) = e.as_db_error() {
+        text = format!("{text} (SQLSTATE {})", db.code().code());
+    } else if let Some(src) = e.source() {
+        text = format!("{text}: {src}");
+    }
+    Error::ConnectionFailed(scrub(text, secrets))
 }
 
 fn tls_config(ca_root: Option<&str>) -> Result<rustls::ClientConfig, Error> {

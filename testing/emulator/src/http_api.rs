@@ -329,6 +329,16 @@ async fn route_request(req: Request<Bytes>, shared: &Shared) -> Option<Reply> {
         (&Method::GET, "/_emulator/counts") => {
             json_reply(200, json!(shared.state.lock().unwrap().counts))
         }
+        (&Method::GET, "/_emulator/sessions") => {
+            use std::sync::atomic::Ordering;
+            json_reply(
+                200,
+                json!({
+                    "open": shared.sessions_open.load(Ordering::SeqCst),
+                    "max": shared.sessions_max.load(Ordering::SeqCst),
+                }),
+            )
+        }
         (&Method::POST, "/_emulator/reset") => {
             shared.state.lock().unwrap().counts.clear();
             json_reply(200, json!({}))
@@ -482,6 +492,7 @@ fn mint(shared: &Shared, role: &str, aud: &str) -> (String, DateTime<Utc>) {
     {
         let mut state = shared.state.lock().unwrap();
         state.minted.push(claims.jti.clone());
+        state.mint_times.push(std::time::Instant::now());
         state.issued.push(token.clone());
     }
     shared.log(format!(

@@ -16,8 +16,9 @@ pub mod token;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -150,6 +151,8 @@ pub(crate) struct State {
     pub fraction_digits: usize,
     /// Minted token ids, to revoke "all".
     pub minted: Vec<String>,
+    /// When each database credential was minted (both APIs), in order.
+    pub mint_times: Vec<Instant>,
     /// Every token handed out (database and OAuth workspace tokens), for secret scans.
     pub issued: Vec<String>,
     pub request_ids: HashSet<String>,
@@ -169,6 +172,10 @@ pub(crate) struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// PEM of the CA that signed the proxy's certificate.
     pub ca_pem: Option<String>,
+    /// Sessions the proxy relays to the backend right now.
+    pub sessions_open: AtomicU64,
+    /// The most open at once since start or the last [`Emulator::reset_sessions_max`].
+    pub sessions_max: AtomicU64,
 }
 
 impl Shared {
@@ -221,6 +228,8 @@ impl Emulator {
             }),
             revocations,
             opts,
+            sessions_open: AtomicU64::new(0),
+            sessions_max: AtomicU64::new(0),
         });
         prepare_backend(&shared).await?;
         let tasks = vec![
@@ -269,6 +278,30 @@ impl Emulator {
     pub fn mints(&self) -> u64 {
         self.count("POST /api/2.0/postgres/credentials")
             + self.count("POST /api/2.0/database/credentials")
+    }
+
+    /// When each database credential was minted so far (both APIs), oldest first: a load run
+    /// compares its requests' start times with them.
+    pub fn mint_times(&self) -> Vec<Instant> {
+        self.shared.state.lock().unwrap().mint_times.clone()
+    }
+
+    /// Database sessions the login proxy relays right now: counted from the backend's
+    /// `AuthenticationOk` until the relay ends for any reason (either side closed, an error,
+    /// the token revoked).
+    pub fn sessions_open(&self) -> u64 {
+        self.shared.sessions_open.load(Ordering::SeqCst)
+    }
+
+    /// The most sessions open at once since start or the last [`Emulator::reset_sessions_max`].
+    pub fn sessions_max(&self) -> u64 {
+        self.shared.sessions_max.load(Ordering::SeqCst)
+    }
+
+    /// Starts a new maximum from the sessions open now.
+    pub fn reset_sessions_max(&self) {
+        let open = self.shared.sessions_open.load(Ordering::SeqCst);
+        self.shared.sessions_max.store(open, Ordering::SeqCst);
     }
 
     /// Forgets all counts.

@@ -3,6 +3,7 @@
 //! backend password (SCRAM-SHA-256), then relays bytes both ways.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BufMut, BytesMut};
@@ -106,6 +107,23 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<()> {
         }
     };
     login(client, Some(startup), shared).await
+}
+
+/// One relayed session in `Shared::sessions_open` (and `sessions_max`), for as long as it lives.
+struct OpenSession<'a>(&'a Shared);
+
+impl<'a> OpenSession<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let open = shared.sessions_open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.sessions_max.fetch_max(open, Ordering::SeqCst);
+        OpenSession(shared)
+    }
+}
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.0.sessions_open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The rest of a session: startup message (unless already read), password, backend, relay.
@@ -271,6 +289,8 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             other => bail!("unexpected backend message {}", other as char),
         }
     }
+    // Counted open from here until this function returns, however the relay ends.
+    let _open = OpenSession::new(shared);
     shared.log(format!("proxy: {user} logged in with {fp}"));
 
     // Relay until either side closes, or the token is revoked.

@@ -220,3 +220,72 @@ async fn errors_faults_and_counts() {
     assert_eq!(counts["POST /api/2.0/postgres/credentials"], 4);
     assert_eq!(counts["POST /oidc/v1/token"], 2);
 }
+
+/// Waits up to 5 s for the proxy's gauge to read `n` (sessions end on the proxy's own tasks).
+async fn sessions_open_becomes(emu: &Emulator, n: u64) {
+    for _ in 0..100 {
+        if emu.sessions_open() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sessions open: {}, expected {n}", emu.sessions_open());
+}
+
+#[tokio::test]
+async fn sessions_are_counted_and_startup_options_reach_the_server() {
+    let pg = PgCluster::start().unwrap();
+    let emu = start(&pg).await;
+    let ws = workspace_token(&emu).await;
+    let before = std::time::Instant::now();
+    let (_, v) = mint(&emu, &ws).await;
+    let t = v["token"].as_str().unwrap().to_owned();
+    let times = emu.mint_times();
+    assert_eq!(times.len(), 1);
+    assert!(times[0] >= before && times[0] <= std::time::Instant::now());
+    assert_eq!((emu.sessions_open(), emu.sessions_max()), (0, 0));
+
+    let a = login(&emu, DEFAULT_CLIENT_ID, &t).await.unwrap();
+    let b = login(&emu, DEFAULT_CLIENT_ID, &t).await.unwrap();
+    assert_eq!((emu.sessions_open(), emu.sessions_max()), (2, 2));
+    // A refused login is no session.
+    assert!(login(&emu, DEFAULT_CLIENT_ID, &ws).await.is_err());
+    assert_eq!(emu.sessions_open(), 2);
+    drop(a);
+    sessions_open_becomes(&emu, 1).await;
+    assert_eq!(emu.sessions_max(), 2);
+    emu.reset_sessions_max();
+    assert_eq!(emu.sessions_max(), 1);
+    b.query_one("select 1", &[]).await.unwrap();
+
+    // The client's startup parameters reach PostgreSQL: a server-side idle timeout ends the
+    // session, and the gauge follows.
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(emu.pg_addr().port())
+        .user(DEFAULT_CLIENT_ID)
+        .password(&t)
+        .dbname("databricks_postgres")
+        .options("-c idle_session_timeout=1000")
+        .application_name("sessions-test")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = c
+        .query_one(
+            "select current_setting('idle_session_timeout'), current_setting('application_name')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "1s");
+    assert_eq!(row.get::<_, String>(1), "sessions-test");
+    assert_eq!(emu.sessions_open(), 2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sessions_open_becomes(&emu, 1).await;
+    assert!(c.is_closed(), "the server closed the idle session");
+    drop(b);
+    sessions_open_becomes(&emu, 0).await;
+    assert_eq!(emu.sessions_max(), 2);
+}

@@ -4,10 +4,20 @@
 //! every request on a fresh connection. Prints one table row per host × store:
 //! requests, errors by status, mints, OIDC calls, Postgres logins, p50/p95 latency.
 //!
+//! With `--ttl`, a soak across credential rotations: the login proxy's gauge of open database
+//! sessions is sampled every second during the run, and a second table gives per host × store
+//! the mints, the sessions open (most over the run, most in each rotation — from the start to
+//! the second mint, then from mint to mint — and when the last client finished), and the p99
+//! latency of requests that started within 2 s after a mint (the first mint, at the start,
+//! included) against the p99 of the others. Sessions that grow with every rotation are pools
+//! of old passwords kept open by the host.
+//!
 //! ```sh
 //! ./scripts/load.sh                                     # devhost (+ spin if found), sqlite + redis
 //! ./scripts/load.sh --hosts spin --stores redis --processes 4 --clients 16 --requests 1000
 //! ./scripts/load.sh --ttl 20s --seconds 30              # short-lived tokens, a time budget
+//! # the rotation soak: 5 rotations of a 60 s token, every request a query
+//! ./scripts/load.sh --hosts devhost --stores sqlite --processes 2 --clients 8 --ttl 60s --seconds 300 --path /health
 //! ```
 //!
 //! Latencies include the emulator's login proxy (a debug build unless run with `--release`), so
@@ -23,8 +33,11 @@ use lakebase_emulator::{
     LOGINS_ACCEPTED, LOGINS_REJECTED,
 };
 use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};
-use lakebase_testkit::load::{self, Budget};
+use lakebase_testkit::load::{self, Budget, Rotations};
 use lakebase_testkit::{PgCluster, RedisServer};
+
+/// A request is "near a mint" when it started this soon after one.
+const NEAR_MINT: Duration = Duration::from_secs(2);
 
 const HELP: &str = "load: concurrent clients against N host processes serving the notes app.
 
@@ -38,10 +51,15 @@ OPTIONS:
   --stores LIST      sqlite, redis or both, for Spin and the devhost (default: sqlite,redis)
   --processes N      host processes on one store (default 4)
   --clients M        concurrent clients per process (default 16)
-  --requests R       requests in all (default 1000)
-  --seconds S        stop after S seconds instead (with --requests as a cap)
-  --ttl DUR          lifetime of minted database tokens, e.g. 20s (default 1h)
-  --path PATH        the request (default /health)";
+  --requests R       requests in all (default 1000, or no cap with --seconds)
+  --seconds S        stop after S seconds instead (with --requests, if given, as a cap)
+  --ttl DUR          lifetime of minted database tokens, e.g. 20s or 1m (default 1h); also
+                     prints the rotation table: mints, database sessions open (sampled every
+                     second: most over the run, most per rotation, at the end) and the p99 of
+                     requests started within 2 s after a mint against the p99 of the others
+  --path PATH        the request (default /health, which runs a query on every request)
+
+A rotation soak: --hosts devhost --stores sqlite --processes 2 --clients 8 --ttl 60s --seconds 300";
 
 struct Args {
     hosts: Vec<HostKind>,
@@ -77,6 +95,7 @@ fn parse_args() -> Result<Args> {
         path: "/health".into(),
     };
     let mut hosts: Option<String> = None;
+    let mut requests: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -89,7 +108,7 @@ fn parse_args() -> Result<Args> {
             "--stores" => a.stores = value()?.split(',').map(|s| s.trim().to_owned()).collect(),
             "--processes" => a.processes = number(&flag, &value()?)?,
             "--clients" => a.clients = number(&flag, &value()?)?,
-            "--requests" => a.budget.requests = number(&flag, &value()?)?,
+            "--requests" => requests = Some(number(&flag, &value()?)?),
             "--seconds" => {
                 a.budget.time = Some(Duration::from_secs(number(&flag, &value()?)? as u64))
             }
@@ -106,6 +125,11 @@ fn parse_args() -> Result<Args> {
             other => bail!("unknown option `{other}` (see --help)"),
         }
     }
+    a.budget.requests = match (requests, a.budget.time) {
+        (Some(n), _) => n,
+        (None, Some(time)) => Budget::time(time).requests,
+        (None, None) => 1000,
+    };
     for s in &a.stores {
         if s != "sqlite" && s != "redis" {
             bail!("--stores: `{s}` is neither sqlite nor redis");
@@ -157,6 +181,7 @@ async fn main() -> Result<()> {
     }
     let pg = PgCluster::start()?;
     let mut rows = Vec::new();
+    let mut rotation_rows = Vec::new();
     for kind in &args.hosts {
         let wasi = matches!(kind, HostKind::WasmtimeServe { .. });
         let stores = if wasi {
@@ -243,13 +268,17 @@ async fn main() -> Result<()> {
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let (clients, budget, path) = (args.clients, args.budget, args.path.clone());
-            let report = tokio::task::spawn_blocking(move || {
-                let r = load::run(&nodes, clients, budget, &path);
+            emu.reset_sessions_max();
+            let report = tokio::task::block_in_place(|| {
+                let r =
+                    load::run_with_gauge(&nodes, args.clients, args.budget, &args.path, &|| {
+                        emu.sessions_open()
+                    });
                 drop(nodes);
                 r
-            })
-            .await?;
+            });
+            let rotations = report.rotations(&emu.mint_times(), NEAR_MINT);
+            rotation_rows.push(rotation_row(kind.name(), store, &rotations));
             rows.push(format!(
                 "| {} | {store} | {} × {} | {} | {} | {} | {} | {} (+{} rejected) | {:.1} | {:.1} |",
                 kind.name(),
@@ -281,5 +310,35 @@ async fn main() -> Result<()> {
     for r in rows {
         println!("{r}");
     }
+    if args.ttl.is_some() {
+        println!();
+        println!(
+            "| host | store | mints | sessions open, most | most per rotation | at the end | p99 ms, ≤ 2 s after a mint (requests) | p99 ms, others (requests) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for r in rotation_rows {
+            println!("{r}");
+        }
+    }
     Ok(())
+}
+
+/// A row of the rotation table.
+fn rotation_row(host: &str, store: &str, r: &Rotations) -> String {
+    let per_rotation = r
+        .sessions_max_per_rotation
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(" → ");
+    format!(
+        "| {host} | {store} | {} | {} | {per_rotation} | {} | {:.1} ({}) | {:.1} ({}) |",
+        r.mints,
+        r.sessions_max,
+        r.sessions_end,
+        r.p99_near_mint.as_secs_f64() * 1000.0,
+        r.near_mint,
+        r.p99_others.as_secs_f64() * 1000.0,
+        r.others,
+    )
 }

@@ -164,6 +164,81 @@ async fn remint_under_load_with_a_short_server_lifetime() {
     }
 }
 
+/// Token rotations must not pile up database sessions. Spin 4.1 (and the devhost, which pools
+/// as it does) keeps one pool per connection string with no idle timeout, so every new password
+/// leaves the old pool's sessions open until the cache of 16 pools evicts it: on Spin 4.1, 2
+/// processes × 8 clients with 60 s tokens went from 16 sessions to 56 in 300 s. Here 2
+/// processes × 4 clients run `/health` (a query on every request) for 90 s with 20 s tokens
+/// (reused for 15 s: about 6 rotations) on one SQLite file, while the login proxy's open
+/// sessions are sampled every second. Expected: no error; mints about one per rotation (not per
+/// request); and the sessions open when the last client finishes at most twice the most seen in
+/// the first rotation (the current pool and at most one older one still closing).
+///
+/// Fails on a core that connects without a server-side idle timeout (about 8 sessions more per
+/// rotation); it passes once the connection string carries `options=-c idle_session_timeout=…`
+/// derived from the credential's reuse window. Until then it is ignored with that reason: run it
+/// with `cargo test -p lakebase-e2e --test hosts -- --ignored sessions_do_not_pile_up`, and
+/// remove the `ignore` with the core change. About 100 s per host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until the core sets idle_session_timeout in the connection string (old pools' sessions pile up across rotations); run with --ignored"]
+async fn sessions_do_not_pile_up_across_token_rotations() {
+    const TTL: Duration = Duration::from_secs(20);
+    const REUSE: Duration = Duration::from_secs(15);
+    const RUN: Duration = Duration::from_secs(90);
+    app_wasm();
+    for kind in hosts() {
+        let up = Upstream::start().await;
+        up.emu.set_db_token_ttl(TTL);
+        // One state directory: both processes share the cached credential (one mint per rotation).
+        let dir = temp_dir("rotations");
+        let a = start(&kind, repo_root().join("spin.toml"), &up, &dir, None);
+        let b = start(&kind, repo_root().join("spin.toml"), &up, &dir, None);
+        let nodes = [a, b];
+        let r = tokio::task::block_in_place(|| {
+            load::run_with_gauge(&nodes, 4, Budget::time(RUN), "/health", &|| {
+                up.emu.sessions_open()
+            })
+        });
+        let rot = r.rotations(&up.emu.mint_times(), Duration::from_secs(2));
+        report(
+            &kind,
+            "2 processes × 4 clients for 90 s, 20 s tokens",
+            &r,
+            up.mints(),
+        );
+        println!(
+            "{:7} sessions open: most {}, per rotation {:?}, at the end {}; p99 {:.1} ms within 2 s after a mint ({} requests), {:.1} ms otherwise ({})",
+            kind.name(),
+            rot.sessions_max,
+            rot.sessions_max_per_rotation,
+            rot.sessions_end,
+            rot.p99_near_mint.as_secs_f64() * 1000.0,
+            rot.near_mint,
+            rot.p99_others.as_secs_f64() * 1000.0,
+            rot.others,
+        );
+        assert_no_errors(&kind, "rotation soak", &r, &[&nodes[0], &nodes[1]]);
+        let rotations = RUN.as_secs().div_ceil(REUSE.as_secs()) as usize;
+        assert!(
+            (rotations - 2..=rotations + 2).contains(&rot.mints),
+            "{}: about one mint per rotation ({rotations} of {} s in {} s), not per request: {} mints for {} requests",
+            kind.name(),
+            REUSE.as_secs(),
+            RUN.as_secs(),
+            rot.mints,
+            r.requests()
+        );
+        let first = rot.sessions_max_first_rotation();
+        assert!(
+            first > 0 && rot.sessions_end <= 2 * first,
+            "{}: database sessions pile up across token rotations: {} open at the end, {first} at most in the first rotation (most per rotation: {:?})",
+            kind.name(),
+            rot.sessions_end,
+            rot.sessions_max_per_rotation
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_sharing_the_sqlite_file() {
     app_wasm();

@@ -175,12 +175,10 @@ async fn remint_under_load_with_a_short_server_lifetime() {
 /// the first rotation (the current pool and at most one older one still closing).
 ///
 /// Fails on a core that connects without a server-side idle timeout (about 8 sessions more per
-/// rotation); it passes once the connection string carries `options=-c idle_session_timeout=…`
-/// derived from the credential's reuse window. Until then it is ignored with that reason: run it
-/// with `cargo test -p lakebase-e2e --test hosts -- --ignored sessions_do_not_pile_up`, and
-/// remove the `ignore` with the core change. About 100 s per host.
+/// rotation: 8, 16, … 56); passes since the connection string carries
+/// `options=-c idle_session_timeout=…` derived from the credential's reuse window. About 100 s
+/// per host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the core sets idle_session_timeout in the connection string (old pools' sessions pile up across rotations); run with --ignored"]
 async fn sessions_do_not_pile_up_across_token_rotations() {
     const TTL: Duration = Duration::from_secs(20);
     const REUSE: Duration = Duration::from_secs(15);

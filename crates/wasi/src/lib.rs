@@ -73,34 +73,80 @@ pub async fn lakebase() -> Result<&'static WasiLakebase, Error> {
     Ok(INSTANCE.get_or_init(|| lb))
 }
 
-/// This instance's open connection and the credential it logged in with. Reusing it is safe
-/// past the token's reuse limit: Lakebase checks the token at login only, so an open session
-/// outlives it (as a pool's connections do in the Python and Node drivers).
-static CONNECTION: Mutex<Option<(Arc<tokio_postgres::Client>, Credential)>> = Mutex::new(None);
+/// This instance's open connection, kept for its next requests.
+struct Kept {
+    client: Arc<tokio_postgres::Client>,
+    /// The credential it logged in with: the connection serves a new request only while this
+    /// is fresh, so that a rotated credential or a revoked principal logs in anew.
+    credential: Credential,
+    /// The request ([`block_on`]) it was last handed to.
+    request: u64,
+}
 
-/// How long the check that a kept connection still answers may take.
-const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+static CONNECTION: Mutex<Option<Kept>> = Mutex::new(None);
 
-/// A Lakebase Postgres connection (in the guest, over `wasi:sockets`): this instance's open one
-/// when it still answers (then `source` is `memory`), else a new one with a cached or fresh
-/// credential, a rejected token re-minted once. Call it inside [`block_on`].
+/// How long the reset of a kept connection may take (then it is closed and a new one opened).
+const RESET_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a kept connection is sent when a new request takes it: one simple query, one round
+/// trip, that checks the session still answers and ends what the last request left in it. An
+/// open or failed transaction is rolled back first (when there is none, the server's warning
+/// "there is no transaction in progress" is a notice and changes nothing); then, as
+/// deadpool-postgres's `Clean` recycling does: held cursors closed, `SET SESSION AUTHORIZATION`
+/// and every `SET` (`role` and `search_path` included) back to the login's values, `LISTEN`
+/// ended, session advisory locks released, temporary tables and sequences' `currval` dropped.
+/// Prepared statements stay (no `DEALLOCATE ALL`): tokio-postgres keeps its type lookups as
+/// prepared statements on the client, which must go on working.
+const SESSION_RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
+/// A Lakebase Postgres connection (in the guest, over `wasi:sockets`), one per instance, kept
+/// open for the instance's next requests. Call it inside [`block_on`]; each `block_on` is a
+/// request:
+/// - within one request every call returns the same session as the caller left it (a
+///   transaction it opened stays open);
+/// - the first call of a later request reuses the kept connection while the credential it logged
+///   in with is fresh ([`Credential::is_fresh`]: at most 45 minutes after minting, less for a
+///   short-lived token), after one round trip that checks it and resets the session: an open or
+///   failed transaction rolled back, `SET`s undone, temporary tables, held cursors, `LISTEN`
+///   and session advisory locks dropped. Then `source` is `memory`;
+/// - otherwise (a stale credential, a session that ended or does not answer within 2 s) the
+///   kept connection is closed and a new one opened with a cached or fresh credential, a
+///   rejected token re-minted once. So a rotated credential, or a revoked principal, takes
+///   effect on a kept connection by its credential's reuse limit at the latest.
+///
+/// Not reset: statements prepared with SQL `PREPARE` (`DEALLOCATE` them in the request that
+/// made them).
 pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> {
+    let request = runtime::request();
     let kept = CONNECTION.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some((client, credential)) = kept
-        && alive(&client).await
-    {
-        *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((client.clone(), credential.clone()));
-        return Ok(Connected {
-            connection: client,
-            credential,
-            source: CredentialSource::Memory,
-        });
+    if let Some(mut kept) = kept {
+        let usable = if kept.request == request {
+            !kept.client.is_closed()
+        } else {
+            kept.credential.is_fresh(WasiClock.now()) && reset(&kept.client).await
+        };
+        if usable {
+            kept.request = request;
+            let connected = Connected {
+                connection: kept.client.clone(),
+                credential: kept.credential.clone(),
+                source: CredentialSource::Memory,
+            };
+            *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept);
+            return Ok(connected);
+        }
+        // Closed now, before the new login: the client's last handle going away makes its
+        // connection task send Terminate and close the socket.
+        drop(kept);
     }
     let db = lakebase().await?.connect(&WasiPg).await?;
     let client = Arc::new(db.connection);
-    *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some((client.clone(), db.credential.clone()));
+    *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kept {
+        client: client.clone(),
+        credential: db.credential.clone(),
+        request,
+    });
     Ok(Connected {
         connection: client,
         credential: db.credential,
@@ -108,15 +154,16 @@ pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> 
     })
 }
 
-/// Whether a kept connection still answers: an empty query, one round trip (a session the
-/// server ended, or a network that dropped it, fails here instead of in the caller's query).
-async fn alive(client: &tokio_postgres::Client) -> bool {
+/// Checks that a kept connection still answers and resets its session ([`SESSION_RESET`]), in
+/// one round trip. A session the server ended, or a network that dropped it, fails here
+/// instead of in the caller's query.
+async fn reset(client: &tokio_postgres::Client) -> bool {
     if client.is_closed() {
         return false;
     }
-    let ping = std::pin::pin!(client.simple_query(""));
-    let timer = std::pin::pin!(WasiClock.sleep(ALIVE_TIMEOUT));
-    match futures::future::select(ping, timer).await {
+    let reset = std::pin::pin!(client.simple_query(SESSION_RESET));
+    let timer = std::pin::pin!(WasiClock.sleep(RESET_TIMEOUT));
+    match futures::future::select(reset, timer).await {
         futures::future::Either::Left((answered, _)) => answered.is_ok(),
         futures::future::Either::Right(_) => false,
     }

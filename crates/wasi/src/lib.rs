@@ -76,8 +76,8 @@ pub async fn lakebase() -> Result<&'static WasiLakebase, Error> {
 /// This instance's open connection, kept for its next requests.
 struct Kept {
     client: Arc<tokio_postgres::Client>,
-    /// The credential it logged in with: the connection serves a new request only while this
-    /// is fresh, so that a rotated credential or a revoked principal logs in anew.
+    /// The credential it logged in with: a new request gets the connection only while this is
+    /// the credential to use (see [`connect`]).
     credential: Credential,
     /// The request ([`block_on`]) it was last handed to.
     request: u64,
@@ -93,10 +93,11 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(2);
 /// open or failed transaction is rolled back first (when there is none, the server's warning
 /// "there is no transaction in progress" is a notice and changes nothing); then, as
 /// deadpool-postgres's `Clean` recycling does: held cursors closed, `SET SESSION AUTHORIZATION`
-/// and every `SET` (`role` and `search_path` included) back to the login's values, `LISTEN`
-/// ended, session advisory locks released, temporary tables and sequences' `currval` dropped.
-/// Prepared statements stay (no `DEALLOCATE ALL`): tokio-postgres keeps its type lookups as
-/// prepared statements on the client, which must go on working.
+/// and every `SET` (`role` and `search_path` included) back to the login's values (those of the
+/// connection string stay, such as `idle_session_timeout`), `LISTEN` ended, session advisory
+/// locks released, temporary tables and sequences' `currval` dropped. Prepared statements stay
+/// (no `DEALLOCATE ALL`): tokio-postgres keeps its type lookups as prepared statements on the
+/// client, which must go on working.
 const SESSION_RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
@@ -107,24 +108,37 @@ const SESSION_RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFA
 ///   transaction it opened stays open);
 /// - the first call of a later request reuses the kept connection while the credential it logged
 ///   in with is fresh ([`Credential::is_fresh`]: at most 45 minutes after minting, less for a
-///   short-lived token), after one round trip that checks it and resets the session: an open or
-///   failed transaction rolled back, `SET`s undone, temporary tables, held cursors, `LISTEN`
-///   and session advisory locks dropped. Then `source` is `memory`;
-/// - otherwise (a stale credential, a session that ended or does not answer within 2 s) the
-///   kept connection is closed and a new one opened with a cached or fresh credential, a
-///   rejected token re-minted once. So a rotated credential, or a revoked principal, takes
-///   effect on a kept connection by its credential's reuse limit at the latest.
+///   short-lived token) — past that only while the library still serves that very credential
+///   because its refresh fails for a transient reason ([`Credential::serve_until`]) — after one
+///   round trip that checks it and resets the session: an open or failed transaction rolled
+///   back, `SET`s undone, temporary tables, held cursors, `LISTEN` and session advisory locks
+///   dropped. Then `source` is `memory`;
+/// - otherwise (a newer credential, a session that ended or does not answer within 2 s) the
+///   kept connection is closed and a new one opened with the current credential, a rejected
+///   token re-minted once. So a rotated credential, or a revoked principal, takes effect on a
+///   kept connection by its credential's reuse limit at the latest. When no credential can be
+///   had, the kept connection is closed and the error returned.
 ///
 /// Not reset: statements prepared with SQL `PREPARE` (`DEALLOCATE` them in the request that
 /// made them).
 pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> {
     let request = runtime::request();
     let kept = CONNECTION.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // The credential obtained while judging a stale kept connection, and where it came from.
+    let mut current = None;
     if let Some(mut kept) = kept {
         let usable = if kept.request == request {
             !kept.client.is_closed()
+        } else if kept.credential.is_fresh(WasiClock.now()) {
+            reset(&kept.client).await
         } else {
-            kept.credential.is_fresh(WasiClock.now()) && reset(&kept.client).await
+            // Past its reuse limit: the library mints or finds a newer credential (then the
+            // connection is replaced), or serves this one through a failing refresh. An error
+            // drops the kept connection on return.
+            let (credential, source) = lakebase().await?.credential().await?;
+            let same = credential.token == kept.credential.token;
+            current = Some((credential, source));
+            same && reset(&kept.client).await
         };
         if usable {
             kept.request = request;
@@ -141,6 +155,12 @@ pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> 
         drop(kept);
     }
     let db = lakebase().await?.connect(&WasiPg).await?;
+    // A credential minted (or read from the store) just above is in memory by now: say where it
+    // came from on this request.
+    let source = match current {
+        Some((credential, source)) if credential.token == db.credential.token => source,
+        _ => db.source,
+    };
     let client = Arc::new(db.connection);
     *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kept {
         client: client.clone(),
@@ -150,7 +170,7 @@ pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> 
     Ok(Connected {
         connection: client,
         credential: db.credential,
-        source: db.source,
+        source,
     })
 }
 

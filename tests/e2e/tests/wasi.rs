@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lakebase_e2e::{Upstream, notes_wasi_wasm, temp_dir, wasmtime_tier};
-use lakebase_emulator::{DEFAULT_CLIENT_ID, LOGINS_ACCEPTED};
+use lakebase_e2e::{CREDENTIAL_ROUTE, Upstream, notes_wasi_wasm, temp_dir, wasmtime_tier};
+use lakebase_emulator::{DEFAULT_CLIENT_ID, Fault, FaultKind, LOGINS_ACCEPTED};
 use lakebase_testkit::host::{HostKind, HostProcess};
 use serde_json::{Value, json};
 
@@ -335,24 +335,38 @@ async fn a_request_leaves_no_session_state_to_the_next_on_wasmtime_serve() {
     assert_eq!(server_sessions(&up), "1");
 }
 
-/// A kept connection serves new requests only while the credential it logged in with is fresh:
-/// once its reuse limit has passed, the next request mints, logs in anew and closes the old
-/// session (a rotated credential, or a revoked principal, takes effect by then).
+/// A kept connection serves new requests only while the credential it logged in with is the one
+/// to use: fresh, or past its reuse limit while a refresh of it fails (the library serves it
+/// through an outage). Once a newer credential is had, the next request logs in anew with it and
+/// the old session is closed (a rotated credential, or a revoked principal, takes effect by then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kept_connection_logs_in_anew_once_its_credential_is_stale_on_wasmtime_serve() {
+async fn a_kept_connection_follows_its_credential_on_wasmtime_serve() {
     let Some(kind) = wasmtime_tier("the standard-WASI app") else {
         return;
     };
-    let (up, config) = Upstream::start_wasi().await;
-    // An 8-second token is reused for 6 s (a quarter of its lifetime kept as margin).
-    up.emu.set_db_token_ttl(Duration::from_secs(8));
-    let host = serve(&kind, &config, REUSE, "wasi-stale");
+    let (up, mut config) = Upstream::start_wasi().await;
+    // The server closes no idle session here: the kept one ends only when the component ends it.
+    config.insert("lakebase_idle_session_timeout".to_owned(), "0".to_owned());
+    // A 40-second token is reused for 30 s and served through a failing refresh until 38.7 s.
+    up.emu.set_db_token_ttl(Duration::from_secs(40));
+    let host = serve(
+        &kind,
+        &config,
+        &[
+            "--max-instance-reuse-count",
+            "128",
+            "--idle-instance-timeout",
+            "120s",
+        ],
+        "wasi-stale",
+    );
     let call = |path: &str| {
         let (status, text) = host.request("GET", path, "").expect("request");
         lakebase_e2e::let_wasmtime_pool_the_instance();
         assert_eq!(status, 200, "{text}\n{}", host.logs());
         json(&text)
     };
+    let logins = || up.emu.count(LOGINS_ACCEPTED);
 
     let started = Instant::now();
     let first = call("/health");
@@ -360,22 +374,47 @@ async fn a_kept_connection_logs_in_anew_once_its_credential_is_stale_on_wasmtime
     let reuse = first["credential"]["reused_until_s"]
         .as_u64()
         .expect("reuse");
-    assert!((1..=6).contains(&reuse), "{first}");
+    assert!((25..=30).contains(&reuse), "{first}");
     assert_eq!(call("/health")["credential"]["source"], "memory");
-    assert_eq!(up.emu.count(LOGINS_ACCEPTED), 1, "{:?}", up.emu.counts());
+    assert_eq!(logins(), 1, "{:?}", up.emu.counts());
 
-    // Past the reuse limit (the token itself is still valid: the session would still answer).
+    // Past the reuse limit, the workspace fails every attempt of the refresh: the kept
+    // connection serves on with its credential (the token is still valid), no new login.
     std::thread::sleep(Duration::from_secs(reuse + 2).saturating_sub(started.elapsed()));
+    up.emu.fault(Fault {
+        route: CREDENTIAL_ROUTE.to_owned(),
+        count: 4,
+        kind: FaultKind::Status {
+            status: 503,
+            error_code: "TEMPORARILY_UNAVAILABLE".to_owned(),
+            message: "down for a moment".to_owned(),
+            retry_after: None,
+        },
+    });
+    let during = call("/health");
+    assert_eq!(during["credential"]["source"], "memory", "{during}");
+    assert_eq!(logins(), 1, "{:?}\n{}", up.emu.counts(), host.logs());
+    assert!(
+        host.logs().contains("serving credential"),
+        "{}",
+        host.logs()
+    );
+
+    // After the back-off the refresh succeeds: the next request logs in with the new credential
+    // and the old session is closed (the role has the new one only).
+    std::thread::sleep(Duration::from_millis(1500));
     let after = call("/health");
     assert_eq!(after["credential"]["source"], "minted", "{after}");
-    assert_eq!(up.emu.mints(), 2, "{:?}", up.emu.counts());
-    assert_eq!(up.emu.count(LOGINS_ACCEPTED), 2, "{:?}", up.emu.counts());
-    // The old session was closed: the role has the new one only.
+    assert_eq!(logins(), 2, "{:?}", up.emu.counts());
     wait_for_server_sessions(&up, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(38),
+        "the old token was still valid throughout"
+    );
 
     // The new connection is kept in turn.
     assert_eq!(call("/health")["credential"]["source"], "memory");
-    assert_eq!(up.emu.count(LOGINS_ACCEPTED), 2, "{:?}", up.emu.counts());
+    assert_eq!(logins(), 2, "{:?}", up.emu.counts());
     up.assert_no_secret("", &host.logs());
 }
 

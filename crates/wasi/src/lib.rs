@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use lakebase_spin::host::Clock as _;
 use lakebase_spin::{Config, Connected, Credential, CredentialSource, Error, Lakebase};
+use tokio_postgres::error::SqlState;
 
 mod clock;
 mod http;
@@ -88,18 +89,29 @@ static CONNECTION: Mutex<Option<Kept>> = Mutex::new(None);
 /// How long the reset of a kept connection may take (then it is closed and a new one opened).
 const RESET_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What ends a session's state, as deadpool-postgres's `Clean` recycling does: held cursors
+/// closed, `SET SESSION AUTHORIZATION` and every `SET` (`role` and `search_path` included) back
+/// to the login's values (those of the connection string stay, such as `idle_session_timeout`),
+/// `LISTEN` ended, session advisory locks released, temporary tables and sequences' `currval`
+/// dropped. Prepared statements stay (no `DEALLOCATE ALL`): tokio-postgres keeps its type lookups
+/// as prepared statements on the client, which must go on working.
+macro_rules! clean_session {
+    () => {
+        "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+         SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+    };
+}
+
 /// What a kept connection is sent when a new request takes it: one simple query, one round
-/// trip, that checks the session still answers and ends what the last request left in it. An
-/// open or failed transaction is rolled back first (when there is none, the server's warning
-/// "there is no transaction in progress" is a notice and changes nothing); then, as
-/// deadpool-postgres's `Clean` recycling does: held cursors closed, `SET SESSION AUTHORIZATION`
-/// and every `SET` (`role` and `search_path` included) back to the login's values (those of the
-/// connection string stay, such as `idle_session_timeout`), `LISTEN` ended, session advisory
-/// locks released, temporary tables and sequences' `currval` dropped. Prepared statements stay
-/// (no `DEALLOCATE ALL`): tokio-postgres keeps its type lookups as prepared statements on the
-/// client, which must go on working.
-const SESSION_RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+/// trip, that checks the session still answers and resets it. `BEGIN; ROLLBACK` ends a
+/// transaction the last request left open (the server then logs "there is already a
+/// transaction in progress") and is silent otherwise, where a lone `ROLLBACK` would have the
+/// server log "there is no transaction in progress" on every request.
+const SESSION_RESET: &str = concat!("BEGIN; ROLLBACK; ", clean_session!());
+
+/// The reset of a session in a failed transaction, which refuses [`SESSION_RESET`]'s `BEGIN`
+/// (SQLSTATE 25P02): a second round trip, only then.
+const FAILED_SESSION_RESET: &str = concat!("ROLLBACK; ", clean_session!());
 
 /// A Lakebase Postgres connection (in the guest, over `wasi:sockets`), one per instance, kept
 /// open for the instance's next requests. Call it inside [`block_on`]; each `block_on` is a
@@ -110,9 +122,9 @@ const SESSION_RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFA
 ///   in with is fresh ([`Credential::is_fresh`]: at most 45 minutes after minting, less for a
 ///   short-lived token) — past that only while the library still serves that very credential
 ///   because its refresh fails for a transient reason ([`Credential::serve_until`]) — after one
-///   round trip that checks it and resets the session: an open or failed transaction rolled
-///   back, `SET`s undone, temporary tables, held cursors, `LISTEN` and session advisory locks
-///   dropped. Then `source` is `memory`;
+///   round trip (two after a failed transaction) that checks it and resets the session: an
+///   open or failed transaction rolled back, `SET`s undone, temporary tables, held cursors,
+///   `LISTEN` and session advisory locks dropped. Then `source` is `memory`;
 /// - otherwise (a newer credential, a session that ended or does not answer within 2 s) the
 ///   kept connection is closed and a new one opened with the current credential, a rejected
 ///   token re-minted once. So a rotated credential, or a revoked principal, takes effect on a
@@ -175,16 +187,24 @@ pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> 
 }
 
 /// Checks that a kept connection still answers and resets its session ([`SESSION_RESET`]), in
-/// one round trip. A session the server ended, or a network that dropped it, fails here
-/// instead of in the caller's query.
+/// one round trip (two after a failed transaction). A session the server ended, or a network
+/// that dropped it, fails here instead of in the caller's query.
 async fn reset(client: &tokio_postgres::Client) -> bool {
     if client.is_closed() {
         return false;
     }
-    let reset = std::pin::pin!(client.simple_query(SESSION_RESET));
+    let reset = std::pin::pin!(async {
+        match client.simple_query(SESSION_RESET).await {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+                client.simple_query(FAILED_SESSION_RESET).await.is_ok()
+            }
+            Err(_) => false,
+        }
+    });
     let timer = std::pin::pin!(WasiClock.sleep(RESET_TIMEOUT));
     match futures::future::select(reset, timer).await {
-        futures::future::Either::Left((answered, _)) => answered.is_ok(),
+        futures::future::Either::Left((reset, _)) => reset,
         futures::future::Either::Right(_) => false,
     }
 }

@@ -7,7 +7,9 @@
 //! - `wasmcloud:postgres/{types,query,prepared}@0.1.1-draft`, virtualizing wasmCloud's Postgres
 //!   interface: every query runs on this instance's Lakebase connection, opened by the plugin
 //!   itself over `wasi:sockets` (TLS in the guest) with the cached token as password, a rejected
-//!   token re-minted once (`lakebase_wasi::connect`).
+//!   token re-minted once (`lakebase_wasi::connect`). Each call is a request of its own to
+//!   `lakebase_wasi`: it starts on a reset session (no transaction, `SET`, temporary table or
+//!   lock of an earlier call), so a transaction goes in one `query-batch` (`BEGIN; …; COMMIT`).
 //!
 //! A component written against `wasmcloud:postgres` gets Lakebase by `wac plug`ging this in; the
 //! composition imports only standard WASI. Configuration comes from `wasi:config` with the same
@@ -175,6 +177,10 @@ impl query::Guest for Plugin {
 
 /// This instance's prepared statements, by token. The same text gets the same token, so a
 /// component that prepares on every request does not grow this past its distinct statements.
+/// Only the text is kept, never a server-side statement: `exec` prepares it again on the
+/// connection of its own call, so a token stays valid when the instance's connection is
+/// replaced (a new login after a cut session or a stale credential), and a statement prepared
+/// on one connection is never executed on another.
 static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// At most this many distinct statements per instance.

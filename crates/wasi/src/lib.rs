@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use lakebase_spin::host::Clock as _;
 use lakebase_spin::{Config, Connected, Credential, CredentialSource, Error, Lakebase};
+use tokio_postgres::error::SqlState;
 
 mod clock;
 mod http;
@@ -73,51 +74,137 @@ pub async fn lakebase() -> Result<&'static WasiLakebase, Error> {
     Ok(INSTANCE.get_or_init(|| lb))
 }
 
-/// This instance's open connection and the credential it logged in with. Reusing it is safe
-/// past the token's reuse limit: Lakebase checks the token at login only, so an open session
-/// outlives it (as a pool's connections do in the Python and Node drivers).
-static CONNECTION: Mutex<Option<(Arc<tokio_postgres::Client>, Credential)>> = Mutex::new(None);
+/// This instance's open connection, kept for its next requests.
+struct Kept {
+    client: Arc<tokio_postgres::Client>,
+    /// The credential it logged in with: a new request gets the connection only while this is
+    /// the credential to use (see [`connect`]).
+    credential: Credential,
+    /// The request ([`block_on`]) it was last handed to.
+    request: u64,
+}
 
-/// How long the check that a kept connection still answers may take.
-const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+static CONNECTION: Mutex<Option<Kept>> = Mutex::new(None);
 
-/// A Lakebase Postgres connection (in the guest, over `wasi:sockets`): this instance's open one
-/// when it still answers (then `source` is `memory`), else a new one with a cached or fresh
-/// credential, a rejected token re-minted once. Call it inside [`block_on`].
+/// How long the reset of a kept connection may take (then it is closed and a new one opened).
+const RESET_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What ends a session's state, as deadpool-postgres's `Clean` recycling does: held cursors
+/// closed, `SET SESSION AUTHORIZATION` and every `SET` (`role` and `search_path` included) back
+/// to the login's values (those of the connection string stay, such as `idle_session_timeout`),
+/// `LISTEN` ended, session advisory locks released, temporary tables and sequences' `currval`
+/// dropped. Prepared statements stay (no `DEALLOCATE ALL`): tokio-postgres keeps its type lookups
+/// as prepared statements on the client, which must go on working.
+macro_rules! clean_session {
+    () => {
+        "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+         SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+    };
+}
+
+/// What a kept connection is sent when a new request takes it: one simple query, one round
+/// trip, that checks the session still answers and resets it. `BEGIN; ROLLBACK` ends a
+/// transaction the last request left open (the server then logs "there is already a
+/// transaction in progress") and is silent otherwise, where a lone `ROLLBACK` would have the
+/// server log "there is no transaction in progress" on every request.
+const SESSION_RESET: &str = concat!("BEGIN; ROLLBACK; ", clean_session!());
+
+/// The reset of a session in a failed transaction, which refuses [`SESSION_RESET`]'s `BEGIN`
+/// (SQLSTATE 25P02): a second round trip, only then.
+const FAILED_SESSION_RESET: &str = concat!("ROLLBACK; ", clean_session!());
+
+/// A Lakebase Postgres connection (in the guest, over `wasi:sockets`), one per instance, kept
+/// open for the instance's next requests. Call it inside [`block_on`]; each `block_on` is a
+/// request:
+/// - within one request every call returns the same session as the caller left it (a
+///   transaction it opened stays open);
+/// - the first call of a later request reuses the kept connection while the credential it logged
+///   in with is fresh ([`Credential::is_fresh`]: at most 45 minutes after minting, less for a
+///   short-lived token) — past that only while the library still serves that very credential
+///   because its refresh fails for a transient reason ([`Credential::serve_until`]) — after one
+///   round trip (two after a failed transaction) that checks it and resets the session: an
+///   open or failed transaction rolled back, `SET`s undone, temporary tables, held cursors,
+///   `LISTEN` and session advisory locks dropped. Then `source` is `memory`;
+/// - otherwise (a newer credential, a session that ended or does not answer within 2 s) the
+///   kept connection is closed and a new one opened with the current credential, a rejected
+///   token re-minted once. So a rotated credential, or a revoked principal, takes effect on a
+///   kept connection by its credential's reuse limit at the latest. When no credential can be
+///   had, the kept connection is closed and the error returned.
+///
+/// Not reset: statements prepared with SQL `PREPARE` (`DEALLOCATE` them in the request that
+/// made them).
 pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> {
+    let request = runtime::request();
     let kept = CONNECTION.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some((client, credential)) = kept
-        && alive(&client).await
-    {
-        *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((client.clone(), credential.clone()));
-        return Ok(Connected {
-            connection: client,
-            credential,
-            source: CredentialSource::Memory,
-        });
+    // The credential obtained while judging a stale kept connection, and where it came from.
+    let mut current = None;
+    if let Some(mut kept) = kept {
+        let usable = if kept.request == request {
+            !kept.client.is_closed()
+        } else if kept.credential.is_fresh(WasiClock.now()) {
+            reset(&kept.client).await
+        } else {
+            // Past its reuse limit: the library mints or finds a newer credential (then the
+            // connection is replaced), or serves this one through a failing refresh. An error
+            // drops the kept connection on return.
+            let (credential, source) = lakebase().await?.credential().await?;
+            let same = credential.token == kept.credential.token;
+            current = Some((credential, source));
+            same && reset(&kept.client).await
+        };
+        if usable {
+            kept.request = request;
+            let connected = Connected {
+                connection: kept.client.clone(),
+                credential: kept.credential.clone(),
+                source: CredentialSource::Memory,
+            };
+            *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept);
+            return Ok(connected);
+        }
+        // Closed now, before the new login: the client's last handle going away makes its
+        // connection task send Terminate and close the socket.
+        drop(kept);
     }
     let db = lakebase().await?.connect(&WasiPg).await?;
+    // A credential minted (or read from the store) just above is in memory by now: say where it
+    // came from on this request.
+    let source = match current {
+        Some((credential, source)) if credential.token == db.credential.token => source,
+        _ => db.source,
+    };
     let client = Arc::new(db.connection);
-    *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some((client.clone(), db.credential.clone()));
+    *CONNECTION.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kept {
+        client: client.clone(),
+        credential: db.credential.clone(),
+        request,
+    });
     Ok(Connected {
         connection: client,
         credential: db.credential,
-        source: db.source,
+        source,
     })
 }
 
-/// Whether a kept connection still answers: an empty query, one round trip (a session the
-/// server ended, or a network that dropped it, fails here instead of in the caller's query).
-async fn alive(client: &tokio_postgres::Client) -> bool {
+/// Checks that a kept connection still answers and resets its session ([`SESSION_RESET`]), in
+/// one round trip (two after a failed transaction). A session the server ended, or a network
+/// that dropped it, fails here instead of in the caller's query.
+async fn reset(client: &tokio_postgres::Client) -> bool {
     if client.is_closed() {
         return false;
     }
-    let ping = std::pin::pin!(client.simple_query(""));
-    let timer = std::pin::pin!(WasiClock.sleep(ALIVE_TIMEOUT));
-    match futures::future::select(ping, timer).await {
-        futures::future::Either::Left((answered, _)) => answered.is_ok(),
+    let reset = std::pin::pin!(async {
+        match client.simple_query(SESSION_RESET).await {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+                client.simple_query(FAILED_SESSION_RESET).await.is_ok()
+            }
+            Err(_) => false,
+        }
+    });
+    let timer = std::pin::pin!(WasiClock.sleep(RESET_TIMEOUT));
+    match futures::future::select(reset, timer).await {
+        futures::future::Either::Left((reset, _)) => reset,
         futures::future::Either::Right(_) => false,
     }
 }

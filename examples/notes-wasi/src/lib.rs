@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use lakebase_notes_core::{self as notes, Failure, Route};
 use lakebase_spin::Connected;
-use lakebase_spin::host::Clock as _;
-use lakebase_wasi::{WasiClock, database_error};
+use lakebase_spin::host::{Clock as _, Vars as _};
+use lakebase_wasi::{WasiClock, WasiVars, database_error};
 use serde_json::Value;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Client, Row, SimpleQueryMessage};
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -68,6 +68,11 @@ async fn serve(request: IncomingRequest) -> Result<(u16, Value), Failure> {
     };
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    if path.starts_with("/_test/")
+        && let Some(reply) = session_probe(&method, path).await
+    {
+        return reply;
+    }
     match notes::route(&method, path, query)? {
         Route::Health => health().await,
         Route::Create => {
@@ -174,4 +179,104 @@ fn note_json(row: &Row) -> Value {
         row.try_get("text").ok(),
         row.try_get("created_at").ok(),
     )
+}
+
+// ---- test aid ----------------------------------------------------------------------------------
+
+/// The `wasi:config` value that turns the session probe on: `notes_test_routes=true`.
+const TEST_ROUTES: &str = "notes_test_routes";
+
+/// A test aid, not part of the notes API, answered only when `wasi:config` has
+/// `notes_test_routes=true` (else `None`: the path is routed as usual, to a 404). It looks at and
+/// dirties the instance's kept Postgres session, for the tests that prove one request's session
+/// state does not reach the next (`tests/e2e/tests/wasi.rs`):
+/// - `GET /_test/session`: this session's state ([`SESSION_STATE`]);
+/// - `POST /_test/session/dirty`: leaves `SET`s, a temporary table, a held cursor, a session
+///   advisory lock and a `LISTEN` behind, and a transaction open with more of them; answers the
+///   state it leaves;
+/// - `POST /_test/session/failed`: leaves a failed transaction behind.
+async fn session_probe(method: &str, path: &str) -> Option<Result<(u16, Value), Failure>> {
+    let on = WasiVars.get(TEST_ROUTES).await.ok().flatten();
+    if on.as_deref() != Some("true") {
+        return None;
+    }
+    Some(match (method, path) {
+        ("GET", "/_test/session") => session_state().await.map(|state| (200, state)),
+        ("POST", "/_test/session/dirty") => dirty_session().await,
+        ("POST", "/_test/session/failed") => failed_session().await,
+        _ => return None,
+    })
+}
+
+/// The session's state as text, one simple query (so that an open transaction shows: only a
+/// transaction begun by an earlier message started before this statement).
+const SESSION_STATE: &str = "SELECT pg_catalog.pg_backend_pid() AS pid, \
+    pg_catalog.statement_timestamp() <> pg_catalog.transaction_timestamp() AS in_transaction, \
+    pg_catalog.current_setting('statement_timeout') AS statement_timeout, \
+    pg_catalog.current_setting('search_path') AS search_path, \
+    pg_catalog.current_setting('work_mem') AS work_mem, \
+    (SELECT count(*) FROM pg_catalog.pg_class \
+      WHERE relnamespace = pg_catalog.pg_my_temp_schema()) AS temp_relations, \
+    (SELECT count(*) FROM pg_catalog.pg_cursors) AS cursors, \
+    (SELECT count(*) FROM pg_catalog.pg_locks \
+      WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) AS advisory_locks, \
+    (SELECT count(*) FROM pg_catalog.pg_listening_channels()) AS listening";
+
+async fn session_state() -> Result<Value, Failure> {
+    let db = lakebase_wasi::connect().await?;
+    let messages = db
+        .connection
+        .simple_query(SESSION_STATE)
+        .await
+        .map_err(|e| database_error(&e))?;
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .ok_or_else(|| Failure::bad_request("the session query returned no row"))?;
+    let state = row
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name().to_owned(), row.get(i).into()))
+        .collect();
+    Ok(Value::Object(state))
+}
+
+async fn dirty_session() -> Result<(u16, Value), Failure> {
+    let db = lakebase_wasi::connect().await?;
+    // Two messages: in one, the BEGIN would take the session-level part into its transaction.
+    for sql in [
+        "SET statement_timeout = '4321'; SET search_path = pg_catalog, public; \
+         CREATE TEMP TABLE notes_probe (x int); SELECT pg_advisory_lock(4242); \
+         LISTEN notes_probe; DECLARE notes_probe_held CURSOR WITH HOLD FOR SELECT 1",
+        "BEGIN; SET LOCAL work_mem = '7MB'; CREATE TEMP TABLE notes_probe_tx (x int); \
+         DECLARE notes_probe_cursor CURSOR FOR SELECT 1; SELECT pg_advisory_xact_lock(4243)",
+    ] {
+        db.connection
+            .batch_execute(sql)
+            .await
+            .map_err(|e| database_error(&e))?;
+    }
+    Ok((200, session_state().await?))
+}
+
+async fn failed_session() -> Result<(u16, Value), Failure> {
+    let db = lakebase_wasi::connect().await?;
+    db.connection
+        .batch_execute("BEGIN; SET LOCAL work_mem = '6MB'")
+        .await
+        .map_err(|e| database_error(&e))?;
+    let failed = db.connection.batch_execute("SELECT 1/0").await.is_err();
+    // In a failed transaction every statement but its end is refused with 25P02.
+    let refused = match db.connection.simple_query("SELECT 1").await {
+        Err(e) => e.code().map(|c| c.code().to_owned()),
+        Ok(_) => None,
+    };
+    Ok((
+        200,
+        serde_json::json!({ "failed": failed, "then": refused }),
+    ))
 }

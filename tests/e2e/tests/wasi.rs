@@ -7,12 +7,23 @@
 //! without one these scenarios say so and pass (the world check still runs).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use lakebase_e2e::{Upstream, notes_wasi_wasm, temp_dir, wasmtime_tier};
-use lakebase_emulator::DEFAULT_CLIENT_ID;
+use lakebase_e2e::{CREDENTIAL_ROUTE, Upstream, notes_wasi_wasm, temp_dir, wasmtime_tier};
+use lakebase_emulator::{DEFAULT_CLIENT_ID, Fault, FaultKind, LOGINS_ACCEPTED};
 use lakebase_testkit::host::{HostKind, HostProcess};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// `wasmtime serve` options that let one instance serve a test's sequential requests (WASI 0.2
+/// components get a fresh instance per request otherwise); an idle instance is kept 30 s.
+const REUSE: &[&str] = &[
+    "--max-instance-reuse-count",
+    "128",
+    "--idle-instance-timeout",
+    "30s",
+];
 
 fn serve(
     kind: &HostKind,
@@ -215,4 +226,257 @@ async fn errors_on_wasmtime_serve_say_who_must_act() {
             );
         }
     }
+}
+
+/// The sessions the role has open on the real server (the login proxy relays one per login).
+fn server_sessions(up: &Upstream) -> String {
+    up.pg
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{DEFAULT_CLIENT_ID}'"),
+        )
+        .expect("psql")
+}
+
+/// Waits (up to 5 s) until the role has `n` sessions on the server: a closed connection's
+/// backend ends on its own time.
+fn wait_for_server_sessions(up: &Upstream, n: usize) {
+    for _ in 0..100 {
+        if server_sessions(up) == n.to_string() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the role has {} sessions, not {n}", server_sessions(up));
+}
+
+/// One request's session state (a transaction left open, or failed, `SET`s, temporary tables,
+/// cursors, advisory locks, `LISTEN`) does not reach the next request on the same instance and
+/// connection: the kept connection is reset when a new request takes it. Seen through the
+/// app's session probe (`notes_test_routes`, a test aid), on the same server session (its pid)
+/// and with one login for all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_leaves_no_session_state_to_the_next_on_wasmtime_serve() {
+    let Some(kind) = wasmtime_tier("the standard-WASI app") else {
+        return;
+    };
+    let (up, mut config) = Upstream::start_wasi().await;
+    config.insert("notes_test_routes".to_owned(), "true".to_owned());
+    let host = serve(&kind, &config, REUSE, "wasi-session-reset");
+    let call = |method: &str, path: &str, body: &str| {
+        let (status, text) = host.request(method, path, body).expect("request");
+        lakebase_e2e::let_wasmtime_pool_the_instance();
+        (status, text)
+    };
+
+    let (status, text) = call("GET", "/_test/session", "");
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    let clean = json(&text);
+    assert_eq!(clean["in_transaction"], "f", "{clean}");
+    assert_eq!(clean["temp_relations"], "0", "{clean}");
+    let pid = clean["pid"].clone();
+
+    for round in 0..2 {
+        // The session left dirty; a second round would fail on `CREATE TEMP TABLE` if the
+        // first round's temporary table had survived.
+        let (status, text) = call("POST", "/_test/session/dirty", "");
+        assert_eq!(status, 200, "round {round}: {text}\n{}", host.logs());
+        let dirty = json(&text);
+        assert_eq!(
+            dirty["pid"], pid,
+            "the same instance and connection: {dirty}"
+        );
+        for (name, value) in [
+            ("in_transaction", "t"),
+            ("statement_timeout", "4321ms"),
+            ("search_path", "pg_catalog, public"),
+            ("work_mem", "7MB"),
+            ("temp_relations", "2"),
+            ("cursors", "2"),
+            ("advisory_locks", "2"),
+            ("listening", "1"),
+        ] {
+            assert_eq!(dirty[name], value, "{name}: {dirty}");
+        }
+        let (status, text) = call("GET", "/_test/session", "");
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(
+            json(&text),
+            clean,
+            "round {round}: the next request starts clean"
+        );
+    }
+
+    // A failed transaction (every statement but its end refused) does not fail the next request.
+    let (status, text) = call("POST", "/_test/session/failed", "");
+    assert_eq!(
+        (status, json(&text)),
+        (200, json!({ "failed": true, "then": "25P02" })),
+        "{text}"
+    );
+    let (status, text) = call("GET", "/_test/session", "");
+    assert_eq!((status, json(&text)), (200, clean.clone()), "{text}");
+
+    // The app's own routes after a dirty request: its table in `public` is found again.
+    assert_eq!(call("POST", "/_test/session/dirty", "").0, 200);
+    let (status, text) = call("POST", "/notes", r#"{"text":"after a dirty session"}"#);
+    assert_eq!(status, 201, "{text}");
+    let (status, text) = call("GET", "/health", "");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["credential"]["source"], "memory");
+
+    assert_eq!(up.emu.mints(), 1, "{:?}", up.emu.counts());
+    assert_eq!(
+        up.emu.count(LOGINS_ACCEPTED),
+        1,
+        "one kept connection for all of it: {:?}",
+        up.emu.counts()
+    );
+    assert_eq!(server_sessions(&up), "1");
+    // The reset is silent in the server's log on a clean session: it warns only of the
+    // transactions that requests left open.
+    let log = up.pg.log();
+    assert!(
+        !log.contains("there is no transaction in progress"),
+        "{log}"
+    );
+    assert!(
+        log.contains("there is already a transaction in progress"),
+        "{log}"
+    );
+}
+
+/// A kept connection serves new requests only while the credential it logged in with is the one
+/// to use: fresh, or past its reuse limit while a refresh of it fails (the library serves it
+/// through an outage). Once a newer credential is had, the next request logs in anew with it and
+/// the old session is closed (a rotated credential, or a revoked principal, takes effect by then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_follows_its_credential_on_wasmtime_serve() {
+    let Some(kind) = wasmtime_tier("the standard-WASI app") else {
+        return;
+    };
+    let (up, mut config) = Upstream::start_wasi().await;
+    // The server closes no idle session here: the kept one ends only when the component ends it.
+    config.insert("lakebase_idle_session_timeout".to_owned(), "0".to_owned());
+    // A 60-second token is reused for 45 s and served through a failing refresh until 58 s.
+    up.emu.set_db_token_ttl(Duration::from_secs(60));
+    let host = serve(
+        &kind,
+        &config,
+        &[
+            "--max-instance-reuse-count",
+            "128",
+            "--idle-instance-timeout",
+            "120s",
+        ],
+        "wasi-stale",
+    );
+    let call = |path: &str| {
+        let (status, text) = host.request("GET", path, "").expect("request");
+        lakebase_e2e::let_wasmtime_pool_the_instance();
+        assert_eq!(status, 200, "{text}\n{}", host.logs());
+        json(&text)
+    };
+    let logins = || up.emu.count(LOGINS_ACCEPTED);
+
+    let started = Instant::now();
+    let first = call("/health");
+    assert_eq!(first["credential"]["source"], "minted", "{first}");
+    let reuse = first["credential"]["reused_until_s"]
+        .as_u64()
+        .expect("reuse");
+    assert!((40..=45).contains(&reuse), "{first}");
+    assert_eq!(call("/health")["credential"]["source"], "memory");
+    assert_eq!(logins(), 1, "{:?}", up.emu.counts());
+
+    // Past the reuse limit, the workspace fails every attempt of the refresh: the kept
+    // connection serves on with its credential (the token is still valid), no new login.
+    std::thread::sleep(Duration::from_secs(reuse + 2).saturating_sub(started.elapsed()));
+    up.emu.fault(Fault {
+        route: CREDENTIAL_ROUTE.to_owned(),
+        count: 4,
+        kind: FaultKind::Status {
+            status: 503,
+            error_code: "TEMPORARILY_UNAVAILABLE".to_owned(),
+            message: "down for a moment".to_owned(),
+            retry_after: None,
+        },
+    });
+    let during = call("/health");
+    assert_eq!(during["credential"]["source"], "memory", "{during}");
+    assert_eq!(logins(), 1, "{:?}\n{}", up.emu.counts(), host.logs());
+    assert!(
+        host.logs().contains("serving credential"),
+        "{}",
+        host.logs()
+    );
+
+    // After the back-off the refresh succeeds: the next request logs in with the new credential
+    // and the old session is closed (the role has the new one only).
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = call("/health");
+    assert_eq!(after["credential"]["source"], "minted", "{after}");
+    assert_eq!(logins(), 2, "{:?}", up.emu.counts());
+    wait_for_server_sessions(&up, 1);
+
+    // The new connection is kept in turn.
+    assert_eq!(call("/health")["credential"]["source"], "memory");
+    assert_eq!(logins(), 2, "{:?}", up.emu.counts());
+    up.assert_no_secret("", &host.logs());
+}
+
+/// A measurement, not a check: the latency of warm requests (one instance, its connection
+/// kept) on `wasmtime serve`, each on a fresh HTTP connection, timed one after the other.
+/// `NOTES_WASI_WASM` measures another build of the app (e.g. the one before a change),
+/// `WARM_REQUESTS` sets how many per route (300).
+/// `WASMTIME=… cargo test -p lakebase-e2e --test wasi warm_request -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it alone with --ignored --nocapture"]
+async fn warm_request_latency_on_wasmtime_serve() {
+    let Some(kind) = wasmtime_tier("the latency measurement") else {
+        return;
+    };
+    let wasm = std::env::var_os("NOTES_WASI_WASM").map_or_else(notes_wasi_wasm, PathBuf::from);
+    let n: usize = std::env::var("WARM_REQUESTS").map_or(300, |v| v.parse().expect("a count"));
+    let (up, config) = Upstream::start_wasi().await;
+    let host = HostProcess::wasmtime_serve(&kind, &wasm, &config, REUSE, &temp_dir("wasi-warm"))
+        .expect("starting wasmtime serve");
+    let (status, text) = host
+        .request("POST", "/notes", r#"{"text":"warm"}"#)
+        .expect("request");
+    assert_eq!(status, 201, "{text}\n{}", host.logs());
+    let id = json(&text)["id"].as_i64().expect("an id");
+    lakebase_e2e::let_wasmtime_pool_the_instance();
+    println!(
+        "{} ({n} sequential warm requests per route)",
+        wasm.display()
+    );
+    for path in ["/health".to_owned(), format!("/notes/{id}")] {
+        let mut times: Vec<Duration> = (0..n)
+            .map(|_| {
+                let start = Instant::now();
+                let (status, text) = host.request("GET", &path, "").expect("request");
+                let took = start.elapsed();
+                assert_eq!(status, 200, "{text}");
+                lakebase_e2e::let_wasmtime_pool_the_instance();
+                took
+            })
+            .collect();
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "GET {path}: median {:.2} ms, p10 {:.2} ms, p90 {:.2} ms, mean {:.2} ms",
+            ms(times[n / 2]),
+            ms(times[n / 10]),
+            ms(times[n * 9 / 10]),
+            ms(times.iter().sum::<Duration>() / n as u32),
+        );
+    }
+    // wasmtime starts another instance when a request comes before the last one was pooled
+    // (then that request was cold: a mint and a login, in the slowest tenth).
+    println!(
+        "logins: {}, mints: {} (1 each when every measured request was warm)",
+        up.emu.count(LOGINS_ACCEPTED),
+        up.emu.mints()
+    );
 }

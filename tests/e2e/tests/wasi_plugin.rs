@@ -14,7 +14,7 @@ use lakebase_e2e::{
     Upstream, p3_credentials_consumer_wasm, temp_dir, wasi_plugin_wasm, wasmcloud_consumer_wasm,
     wasmtime_tier,
 };
-use lakebase_emulator::DEFAULT_CLIENT_ID;
+use lakebase_emulator::{DEFAULT_CLIENT_ID, LOGINS_ACCEPTED};
 use lakebase_testkit::host::HostProcess;
 use serde_json::Value;
 
@@ -209,6 +209,16 @@ async fn a_wasmcloud_postgres_component_runs_on_lakebase_through_the_plugin() {
     let (status, text) = get("/whoami");
     assert_eq!(status, 200, "{text}\n{}", host.logs());
     assert_eq!(up.emu.mints(), 2);
+
+    // Prepared statements on the new connection: the instance's tokens hold statement text,
+    // prepared again on the connection of each call (never run on the one they came from).
+    let (status, text) = get("/prepared");
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    let prepared = json(&text);
+    assert_eq!(prepared["affected"], 2, "{text}");
+    assert_eq!(prepared["same_token"], true, "{text}");
+    assert_eq!(prepared["count"], "PgValue::Int8(5)", "{text}");
+    assert_eq!(up.emu.count(LOGINS_ACCEPTED), 2, "{:?}", up.emu.counts());
 
     let logs = host.logs();
     up.assert_no_secret(&responses, &logs);

@@ -15,6 +15,7 @@
 //! ```sh
 //! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench            # 200 requests per row
 //! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500      # more
+//! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500 SELECT   # SELECT 1 only
 //! ```
 
 use std::collections::HashMap;
@@ -139,9 +140,10 @@ fn manifest(dir: &Path, with_plugin: bool) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    let mut v = v.to_vec();
     v.sort();
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 struct Row {
@@ -157,6 +159,8 @@ async fn main() -> Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(200);
+    // Further arguments pick phases by name: `SELECT` or `rows` (default: both).
+    let only: Vec<String> = std::env::args().skip(2).collect();
     build_wasm()?;
     let pg = PgCluster::start()?;
     let emu = Emulator::start(EmulatorOptions::new(Backend {
@@ -236,35 +240,60 @@ async fn main() -> Result<()> {
             host: 1,
         },
     ];
-    // Warm up every row (pools, compiled code, the cached credential), then interleave the rows
-    // request by request so that drifts of a shared machine hit them all alike.
+    // Each query kind is its own phase (a 5,000-row request just before a SELECT 1 would slow
+    // the latter). Within a phase, after a warm-up of every row (pools, compiled code, the cached
+    // credential), the rows alternate request by request, and the order rotates every round, so
+    // that each row follows each other row equally often and drifts of a shared machine hit
+    // them all alike.
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); table.len()];
-    for round in 0..n + 20 {
-        for (i, row) in table.iter().enumerate() {
-            let addr = servers[row.host].local_addr();
-            let start = Instant::now();
-            let (status, body) = http(addr, "GET", &row.path, "", "").await?;
-            let elapsed = start.elapsed();
-            if status != 200 {
-                bail!("{}: {status} {body}", row.name);
-            }
-            if round >= 20 {
-                times[i].push(elapsed);
+    for phase in table.chunks(3).enumerate().map(|(p, _)| p * 3..p * 3 + 3) {
+        if !only.is_empty()
+            && !only
+                .iter()
+                .any(|o| table[phase.start].name.contains(o.as_str()))
+        {
+            continue;
+        }
+        let k = phase.len();
+        for round in 0..n + 20 {
+            for j in 0..k {
+                let i = phase.start + (round + j) % k;
+                let row = &table[i];
+                let addr = servers[row.host].local_addr();
+                let start = Instant::now();
+                let (status, body) = http(addr, "GET", &row.path, "", "").await?;
+                let elapsed = start.elapsed();
+                if status != 200 {
+                    bail!("{}: {status} {body}", row.name);
+                }
+                if round >= 20 {
+                    times[i].push(elapsed);
+                }
             }
         }
     }
     let mints = emu.mints();
-    let medians: Vec<Duration> = times.into_iter().map(median).collect();
-    println!("\nplugin benchmark: {n} requests per row, fresh TCP connection each, medians");
-    println!("| request | median | ratio to direct |");
-    println!("|---|---:|---:|");
+    println!(
+        "\nplugin benchmark: {n} requests per row, fresh TCP connection each, rows alternating"
+    );
+    println!("| request | p25 | median | p75 | median ratio to direct |");
+    println!("|---|---:|---:|---:|---:|");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let medians: Vec<Option<Duration>> = times
+        .iter()
+        .map(|t| (!t.is_empty()).then(|| quantile(t, 0.5)))
+        .collect();
     for (i, row) in table.iter().enumerate() {
-        let base = medians[(i / 3) * 3];
+        let (Some(m), Some(base)) = (medians[i], medians[(i / 3) * 3]) else {
+            continue;
+        };
         println!(
-            "| {} | {:.2} ms | {:.3}x |",
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.3}x |",
             row.name,
-            medians[i].as_secs_f64() * 1e3,
-            medians[i].as_secs_f64() / base.as_secs_f64()
+            ms(quantile(&times[i], 0.25)),
+            ms(m),
+            ms(quantile(&times[i], 0.75)),
+            m.as_secs_f64() / base.as_secs_f64()
         );
     }
     println!("\ndatabase credentials minted during the run: {mints} (1 by the benchmark itself)");

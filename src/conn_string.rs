@@ -1,10 +1,12 @@
 //! Postgres connection strings, built from parts with every component percent-encoded.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::config::SslMode;
+use crate::credential::Credential;
 use crate::secret::Secret;
 
 /// Everything but `A-Z a-z 0-9 - . _ ~` is encoded (RFC 3986 unreserved characters stay).
@@ -56,6 +58,33 @@ pub(crate) fn connection_string(
         ));
     }
     Secret::new(s)
+}
+
+/// How many credentials' connection strings are kept: the one in use, and a few more for an app
+/// that opens several databases with it (or a credential that was just replaced).
+const MEMO_SIZE: usize = 4;
+
+/// The connection strings of the last few credentials (each with its database), so that a warm
+/// connect copies one instead of building it and percent-encoding the token again.
+#[derive(Debug, Default)]
+pub(crate) struct AddressMemo(Mutex<Vec<(Credential, Secret)>>);
+
+impl AddressMemo {
+    /// The string of `c`: the one kept for an equal credential, else `build()`, then kept (the
+    /// oldest of [`MEMO_SIZE`] goes).
+    pub fn get_or_build(&self, c: &Credential, build: impl FnOnce() -> Secret) -> Secret {
+        // Never held across an await; a poisoned lock (a panic elsewhere) still holds plain data.
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, address)) = kept.iter().find(|(k, _)| k == c) {
+            return address.clone();
+        }
+        let address = build();
+        if kept.len() >= MEMO_SIZE {
+            kept.remove(0);
+        }
+        kept.push((c.clone(), address.clone()));
+        address
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +210,55 @@ mod tests {
             "{}",
             huge.expose()
         );
+    }
+
+    #[test]
+    fn the_memo_builds_a_credentials_string_once() {
+        let t = |s| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        let cred = |token: &str, database: &str| Credential {
+            token: Secret::new(token),
+            user: "u".into(),
+            host: "h".into(),
+            port: 5432,
+            database: database.into(),
+            minted_at: t(0),
+            expires_at: t(3600),
+        };
+        let memo = AddressMemo::default();
+        let builds = std::cell::Cell::new(0);
+        let get = |c: &Credential| {
+            memo.get_or_build(c, || {
+                builds.set(builds.get() + 1);
+                connection_string(
+                    &c.user,
+                    &c.token,
+                    &c.host,
+                    c.port,
+                    &c.database,
+                    SslMode::Require,
+                    None,
+                )
+            })
+        };
+        let a = cred("token-a", "d");
+        assert_eq!(get(&a), get(&a));
+        assert_eq!(builds.get(), 1);
+        // Another database or token is another string.
+        assert!(
+            get(&cred("token-a", "other"))
+                .expose()
+                .ends_with("/other?sslmode=require")
+        );
+        assert!(get(&cred("token-b", "d")).expose().contains(":token-b@"));
+        assert_eq!(builds.get(), 3);
+        // At most MEMO_SIZE are kept; the oldest goes first.
+        for i in 0..MEMO_SIZE {
+            get(&cred(&format!("token-{i}"), "d"));
+        }
+        let before = builds.get();
+        get(&a);
+        assert_eq!(builds.get(), before + 1, "token-a was dropped");
+        assert_eq!(memo.0.lock().unwrap().len(), MEMO_SIZE);
     }
 
     fn url_query(s: &str, key: &str) -> String {

@@ -26,6 +26,11 @@ pub const KV_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// `future`'s output, or `None` if `limit` passed first (the future is then dropped).
+///
+/// The timer is armed only when `future` does not complete on its first poll: `select` polls
+/// `future` first, and the sleep, an `async fn`, asks the host for a timer on its own first
+/// poll. A call the host answers at once (a warm pooled connection) costs no host timer; one
+/// that waits is bounded from that first poll on.
 pub async fn within<C: Clock, T>(
     clock: &C,
     limit: Duration,
@@ -85,5 +90,60 @@ impl<K: crate::host::Kv, C: Clock> crate::host::Kv for TimedKv<'_, K, C> {
 
     async fn delete(&self, key: &str) -> Result<(), String> {
         self.run(self.kv.delete(key)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use chrono::{DateTime, Utc};
+    use futures::executor::block_on;
+
+    use super::*;
+
+    /// A clock whose sleeps never end, counting the timers asked of it (first polls).
+    #[derive(Default)]
+    struct CountingClock {
+        timers: Cell<u32>,
+    }
+
+    impl Clock for CountingClock {
+        fn now(&self) -> DateTime<Utc> {
+            DateTime::from_timestamp(0, 0).unwrap()
+        }
+        async fn sleep(&self, _: Duration) {
+            self.timers.set(self.timers.get() + 1);
+            std::future::pending::<()>().await
+        }
+    }
+
+    #[test]
+    fn a_call_answered_at_once_arms_no_timer() {
+        let clock = CountingClock::default();
+        assert_eq!(
+            block_on(within(&clock, CONNECT_TIMEOUT, async { 7 })),
+            Some(7)
+        );
+        assert_eq!(clock.timers.get(), 0);
+    }
+
+    #[test]
+    fn a_call_that_waits_is_bounded_by_one_timer() {
+        let clock = CountingClock::default();
+        let mut first = true;
+        let waits_once = std::future::poll_fn(|cx| {
+            if std::mem::take(&mut first) {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(7)
+            }
+        });
+        assert_eq!(
+            block_on(within(&clock, CONNECT_TIMEOUT, waits_once)),
+            Some(7)
+        );
+        assert_eq!(clock.timers.get(), 1);
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::cache::{self, Cache, Lease};
 use crate::config::{Config, IdleSession, WorkspaceAuth};
-use crate::conn_string::connection_string;
+use crate::conn_string::{AddressMemo, connection_string};
 use crate::credential::{Credential, CredentialSource};
 use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, within};
 use crate::error::{Error, ErrorKind};
@@ -58,6 +58,8 @@ pub struct Lakebase<H, K, C> {
     outage: Outage,
     flight: Flight,
     instance_id: String,
+    /// Connection strings of the credentials in use.
+    addresses: AddressMemo,
 }
 
 impl<H, K, C: Clock> std::fmt::Debug for Lakebase<H, K, C> {
@@ -127,6 +129,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             outage: Outage::default(),
             flight: Flight::default(),
             instance_id: uuid::Uuid::new_v4().to_string(),
+            addresses: AddressMemo::default(),
         }
     }
 
@@ -152,16 +155,22 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// again after a back-off, not on every request).
     pub async fn credential(&self) -> Result<(Credential, CredentialSource), Error> {
         let clock = &self.seams.clock;
+        // The warm path: one clock read and one copy.
+        if let Some(c) = self.credential.fresh_in_memory(clock.now()) {
+            return Ok((c, CredentialSource::Memory));
+        }
         let mark = self.flight.mark();
         let started = clock.now();
         let mut poll = None;
         loop {
             let now = clock.now();
-            let held = self.credential.in_memory();
-            if let Some(c) = held.as_ref().filter(|c| c.is_fresh(now)) {
-                return Ok((c.clone(), CredentialSource::Memory));
+            if let Some(c) = self.credential.fresh_in_memory(now) {
+                return Ok((c, CredentialSource::Memory));
             }
-            let fallback = held.filter(|c| now < c.serve_until());
+            let fallback = self
+                .credential
+                .in_memory()
+                .filter(|c| now < c.serve_until());
             if let Some(c) = &fallback
                 && (self.flight.is_busy() || self.outage.waiting(now))
             {
@@ -201,11 +210,11 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// there, so that no request waits for the rotation's mint. Reads memory only.
     pub fn refresh_due(&self) -> bool {
         let now = self.seams.clock.now();
-        !self.flight.is_busy()
+        // Nearly always false on the first test: the credential is not due.
+        self.credential
+            .in_memory_is(|c| now >= c.refresh_from() && c.is_fresh(now))
+            && !self.flight.is_busy()
             && !self.outage.waiting(now)
-            && self
-                .credential
-                .in_memory_is(|c| c.is_fresh(now) && now >= c.refresh_from())
     }
 
     /// Replaces the credential in memory ahead of its reuse limit, when [`Lakebase::refresh_due`]
@@ -398,11 +407,20 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         connector: &X,
         options: &ConnectOptions,
     ) -> Result<Connected<X::Connection>, Error> {
-        if let Some(r) = self.rejection.fresh_in_memory(self.seams.clock.now()) {
+        // The warm path reads the clock once (here) and copies the credential and its
+        // connection string out of memory; no host timer is armed unless the open waits.
+        let now = self.seams.clock.now();
+        if let Some(r) = self.rejection.fresh_in_memory(now) {
             return Err(r.error());
         }
-        let (credential, source) = self.credential_for(options).await?;
-        let failure = match self.open(connector, &credential, options).await {
+        let (credential, source, started) = match self.credential.fresh_in_memory(now) {
+            Some(c) => (with_database(c, options), CredentialSource::Memory, now),
+            None => {
+                let (c, source) = self.credential_for(options).await?;
+                (c, source, self.seams.clock.now())
+            }
+        };
+        let failure = match self.open(connector, &credential, options, started).await {
             Ok(connection) => {
                 return Ok(Connected {
                     connection,
@@ -423,7 +441,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         ));
         self.invalidate(failure.token.expose()).await;
         let (fresh, source) = self.credential_for(options).await?;
-        match self.open(connector, &fresh, options).await {
+        let started = self.seams.clock.now();
+        match self.open(connector, &fresh, options, started).await {
             Ok(connection) => Ok(Connected {
                 connection,
                 credential: fresh,
@@ -476,12 +495,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         connector: &X,
         options: &ConnectOptions,
     ) -> Result<Connected<X::Connection>, Error> {
-        let Some(mut credential) = self.credential.fresh_in_memory(self.seams.clock.now()) else {
+        let Some(credential) = self.credential.fresh_in_memory(self.seams.clock.now()) else {
             return Err(not_in_memory());
         };
-        if let Some(database) = &options.database {
-            credential.database = database.clone();
-        }
+        let credential = with_database(credential, options);
         let address = self.connection_string(&credential);
         let ca_root = options
             .ca_root
@@ -516,11 +533,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         &self,
         options: &ConnectOptions,
     ) -> Result<(Credential, CredentialSource), Error> {
-        let (mut credential, source) = self.credential().await?;
-        if let Some(database) = &options.database {
-            credential.database = database.clone();
-        }
-        Ok((credential, source))
+        let (credential, source) = self.credential().await?;
+        Ok((with_database(credential, options), source))
     }
 
     /// The URL-form connection string of `c` with the configured `sslmode` (a secret: it holds
@@ -529,29 +543,36 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// It asks the server to close the session after it has been idle for
     /// [`Credential::idle_session_timeout`] (or `lakebase_idle_session_timeout`), so that
     /// sessions a pooling host keeps after the token was replaced do not pile up.
+    ///
+    /// The string of a credential is built once (percent-encoding a token of about a kilobyte)
+    /// and then served from memory while that credential is in use.
     pub fn connection_string(&self, c: &Credential) -> Secret {
-        let idle = match self.config.idle_session {
-            IdleSession::FromCredential => Some(c.idle_session_timeout()),
-            IdleSession::Seconds(secs) => Some(Duration::from_secs(secs.into())),
-            IdleSession::Off => None,
-        };
-        connection_string(
-            &c.user,
-            &c.token,
-            &c.host,
-            c.port,
-            &c.database,
-            self.config.sslmode,
-            idle,
-        )
+        self.addresses.get_or_build(c, || {
+            let idle = match self.config.idle_session {
+                IdleSession::FromCredential => Some(c.idle_session_timeout()),
+                IdleSession::Seconds(secs) => Some(Duration::from_secs(secs.into())),
+                IdleSession::Off => None,
+            };
+            connection_string(
+                &c.user,
+                &c.token,
+                &c.host,
+                c.port,
+                &c.database,
+                self.config.sslmode,
+                idle,
+            )
+        })
     }
 
-    /// One login, retrying transient failures within the retry policy.
+    /// One login, retrying transient failures within the retry policy (its time budget counted
+    /// from `started`, a clock reading the caller already has).
     async fn open<X: Connector>(
         &self,
         connector: &X,
         c: &Credential,
         options: &ConnectOptions,
+        started: DateTime<Utc>,
     ) -> Result<X::Connection, (LoginFailure, String)> {
         let address = self.connection_string(c);
         let ca_root = options
@@ -580,7 +601,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 failure => Attempt::Done(Err((failure, message))),
             }
         };
-        retry::run(clock, &self.seams.retry, attempt)
+        retry::run_since(clock, &self.seams.retry, started, attempt)
             .await
             .map_err(|stop| match stop {
                 Stop::Fatal(failure) => failure,
@@ -753,6 +774,14 @@ impl Goal {
             Goal::Ahead => c.is_fresh(now) && now < c.refresh_from(),
         }
     }
+}
+
+/// `c` for the database `options` asks for, if any.
+fn with_database(mut c: Credential, options: &ConnectOptions) -> Credential {
+    if let Some(database) = &options.database {
+        c.database.clone_from(database);
+    }
+    c
 }
 
 /// The error of a synchronous connect before any credential is in memory.

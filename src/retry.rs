@@ -184,9 +184,19 @@ pub(crate) enum Stop<E> {
 pub(crate) async fn run<C: Clock, T, E, F: Future<Output = Attempt<T, E>>>(
     clock: &C,
     policy: &RetryPolicy,
+    attempt: impl FnMut() -> F,
+) -> Result<T, Stop<E>> {
+    run_since(clock, policy, clock.now(), attempt).await
+}
+
+/// [`run`], with the time budget counted from `start` (a clock reading the caller just took):
+/// an attempt that succeeds reads no clock.
+pub(crate) async fn run_since<C: Clock, T, E, F: Future<Output = Attempt<T, E>>>(
+    clock: &C,
+    policy: &RetryPolicy,
+    start: chrono::DateTime<chrono::Utc>,
     mut attempt: impl FnMut() -> F,
 ) -> Result<T, Stop<E>> {
-    let start = clock.now();
     let mut attempts = 0u32;
     loop {
         attempts += 1;

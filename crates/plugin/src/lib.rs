@@ -94,6 +94,15 @@ fn builder(address: &str, ca_root: Option<&str>) -> Result<hpg::ConnectionBuilde
     Ok(builder)
 }
 
+/// Opens a host connection. Without a CA root that is one host call (`open-async`) rather than
+/// three (create a builder, build, drop it).
+async fn host_open(address: String, ca_root: Option<&str>) -> Result<hpg::Connection, hpg::Error> {
+    match ca_root {
+        None => hpg::Connection::open_async(address).await,
+        Some(_) => builder(&address, ca_root)?.build_async().await,
+    }
+}
+
 impl Connector for HostPg {
     type Connection = hpg::Connection;
 
@@ -102,8 +111,9 @@ impl Connector for HostPg {
         address: &Secret,
         ca_root: Option<&str>,
     ) -> Result<hpg::Connection, String> {
-        let builder = builder(address.expose(), ca_root).map_err(|e| host_error_text(&e))?;
-        builder.build_async().await.map_err(|e| host_error_text(&e))
+        host_open(address.expose().to_owned(), ca_root)
+            .await
+            .map_err(|e| host_error_text(&e))
     }
 }
 
@@ -135,9 +145,9 @@ fn lakebase_options(options: ConnectOptions, ca_root: Option<&str>) -> ConnectOp
 }
 
 /// Opens a connection for `address` with an optional CA root.
-async fn open(address: &str, ca_root: Option<&str>) -> Result<hpg::Connection, vpg::Error> {
-    match parse_address(address).map_err(vpg::Error::ConnectionFailed)? {
-        Address::PassThrough(address) => builder(address, ca_root)?.build_async().await,
+async fn open(address: String, ca_root: Option<&str>) -> Result<hpg::Connection, vpg::Error> {
+    match parse_address(&address).map_err(vpg::Error::ConnectionFailed)? {
+        Address::PassThrough(_) => host_open(address, ca_root).await,
         Address::Lakebase(options) => {
             let lb = lakebase().await.map_err(connect_error)?;
             let options = lakebase_options(options, ca_root);
@@ -209,7 +219,7 @@ impl vpg::GuestConnectionBuilder for ConnectionBuilder {
 
     async fn build_async(&self) -> Result<vpg::Connection, vpg::Error> {
         let ca_root = self.ca_root.borrow().clone();
-        let conn = open(&self.address, ca_root.as_deref()).await?;
+        let conn = open(self.address.clone(), ca_root.as_deref()).await?;
         Ok(vpg::Connection::new(Connection(conn)))
     }
 }
@@ -221,7 +231,7 @@ impl vpg::GuestConnection for Connection {
     }
 
     async fn open_async(address: String) -> Result<vpg::Connection, vpg::Error> {
-        let conn = open(&address, None).await?;
+        let conn = open(address, None).await?;
         Ok(vpg::Connection::new(Connection(conn)))
     }
 

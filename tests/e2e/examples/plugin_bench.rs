@@ -15,7 +15,17 @@
 //! ```sh
 //! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench            # 200 requests per row
 //! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500      # more
+//! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500 SELECT   # SELECT 1 only
+//! # against another build of the plugin, in the same run (two more rows per phase):
+//! PLUGIN_BENCH_BASELINE=/tmp/old/lakebase_plugin.wasm cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500
 //! ```
+//!
+//! On a shared 2-vCPU machine, run the built binary on one CPU
+//! (`taskset -c 1 target/bench-host/examples/plugin_bench 2000 SELECT`): spread over two, each
+//! database session's latency depends for seconds at a time on which vCPU its processes and
+//! tasks landed on (a `SELECT 1` through the same code took 0.2 ms in one session and 0.45 ms in
+//! another, in the same run), which swamps differences of a few per cent between rows; on one
+//! CPU, medians repeat within about 1 %.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -114,38 +124,44 @@ fn build_wasm() -> Result<()> {
     Ok(())
 }
 
-/// The consumer's manifest, with or without the plugin, written beside a state directory.
-fn manifest(dir: &Path, with_plugin: bool) -> Result<PathBuf> {
+/// The consumer's manifest, with the plugin at `plugin` or without one, written beside a state
+/// directory.
+fn manifest(dir: &Path, plugin: Option<&Path>) -> Result<PathBuf> {
     let source = root().join("tests/pg-consumer/spin.toml");
     let mut text = std::fs::read_to_string(&source)?;
+    let built = "../../target/wasm32-wasip2/release/lakebase_plugin.wasm";
+    match plugin {
+        Some(plugin) => text = text.replace(built, &plugin.display().to_string()),
+        None => {
+            let start = text
+                .find("[component.consumer.dependencies]")
+                .context("dependencies table")?;
+            let end = text[start..]
+                .find("\n\n")
+                .map(|n| start + n)
+                .context("end of table")?;
+            text.replace_range(start..end, "");
+        }
+    }
     let target = root().join("target/wasm32-wasip2/release");
     text = text.replace(
         "../../target/wasm32-wasip2/release",
         &target.display().to_string(),
     );
-    if !with_plugin {
-        let start = text
-            .find("[component.consumer.dependencies]")
-            .context("dependencies table")?;
-        let end = text[start..]
-            .find("\n\n")
-            .map(|n| start + n)
-            .context("end of table")?;
-        text.replace_range(start..end, "");
-    }
     std::fs::create_dir_all(dir)?;
     let path = dir.join("spin.toml");
     std::fs::write(&path, text)?;
     Ok(path)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    let mut v = v.to_vec();
     v.sort();
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     path: String,
     host: usize,
 }
@@ -157,6 +173,8 @@ async fn main() -> Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(200);
+    // Further arguments pick phases by name: `SELECT` or `rows` (default: both).
+    let only: Vec<String> = std::env::args().skip(2).collect();
     build_wasm()?;
     let pg = PgCluster::start()?;
     let emu = Emulator::start(EmulatorOptions::new(Backend {
@@ -189,12 +207,20 @@ async fn main() -> Result<()> {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let scratch = std::env::temp_dir().join(format!("lakebase-bench-{}", std::process::id()));
+    // Another build of the plugin to compare with, in the same run (`PLUGIN_BENCH_BASELINE`: the
+    // path of its .wasm): two more rows per phase.
+    let baseline = std::env::var_os("PLUGIN_BENCH_BASELINE").map(PathBuf::from);
+    let plugin = root().join("target/wasm32-wasip2/release/lakebase_plugin.wasm");
+    let mut setups = vec![("direct", None), ("plugin", Some(plugin.as_path()))];
+    if let Some(b) = &baseline {
+        setups.push(("baseline", Some(b.as_path())));
+    }
     let mut servers = Vec::new();
     let mut hosts = Vec::new();
-    for with_plugin in [false, true] {
-        let dir = scratch.join(if with_plugin { "plugin" } else { "direct" });
+    for (name, plugin) in &setups {
+        let dir = scratch.join(name);
         let host = Devhost::load(DevhostOptions {
-            manifest: manifest(&dir, with_plugin)?,
+            manifest: manifest(&dir, *plugin)?,
             state_dir: Some(dir.join(".spin")),
             variables: vars.clone(),
             env: Some(HashMap::new()),
@@ -203,69 +229,80 @@ async fn main() -> Result<()> {
         servers.push(host.serve("127.0.0.1:0".parse()?).await?);
         hosts.push(host);
     }
-    let rows_q = "n=5000&width=100";
-    let table = [
-        Row {
-            name: "SELECT 1, direct",
-            path: "/select1?via=direct".into(),
-            host: 0,
-        },
-        Row {
-            name: "SELECT 1, plugin pass-through",
-            path: "/select1?via=direct".into(),
-            host: 1,
-        },
-        Row {
-            name: "SELECT 1, plugin lakebase:",
-            path: "/select1?via=lakebase".into(),
-            host: 1,
-        },
-        Row {
-            name: "5,000 rows, direct",
-            path: format!("/rows?via=direct&{rows_q}"),
-            host: 0,
-        },
-        Row {
-            name: "5,000 rows, plugin pass-through",
-            path: format!("/rows?via=direct&{rows_q}"),
-            host: 1,
-        },
-        Row {
-            name: "5,000 rows, plugin lakebase:",
-            path: format!("/rows?via=lakebase&{rows_q}"),
-            host: 1,
-        },
+    let mut variants = vec![
+        ("direct", 0, "via=direct"),
+        ("plugin pass-through", 1, "via=direct"),
+        ("plugin lakebase:", 1, "via=lakebase"),
     ];
-    // Warm up every row (pools, compiled code, the cached credential), then interleave the rows
-    // request by request so that drifts of a shared machine hit them all alike.
-    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); table.len()];
-    for round in 0..n + 20 {
-        for (i, row) in table.iter().enumerate() {
-            let addr = servers[row.host].local_addr();
-            let start = Instant::now();
-            let (status, body) = http(addr, "GET", &row.path, "", "").await?;
-            let elapsed = start.elapsed();
-            if status != 200 {
-                bail!("{}: {status} {body}", row.name);
-            }
-            if round >= 20 {
-                times[i].push(elapsed);
+    if baseline.is_some() {
+        variants.push(("baseline plugin pass-through", 2, "via=direct"));
+        variants.push(("baseline plugin lakebase:", 2, "via=lakebase"));
+    }
+    let phases: Vec<Vec<Row>> = [
+        ("SELECT 1", "/select1?"),
+        ("5,000 rows", "/rows?n=5000&width=100&"),
+    ]
+    .into_iter()
+    .filter(|(phase, _)| only.is_empty() || only.iter().any(|o| phase.contains(o.as_str())))
+    .map(|(phase, path)| {
+        variants
+            .iter()
+            .map(|(variant, host, via)| Row {
+                name: format!("{phase}, {variant}"),
+                path: format!("{path}{via}"),
+                host: *host,
+            })
+            .collect()
+    })
+    .collect();
+    // Each query kind is its own phase (a 5,000-row request just before a SELECT 1 would slow
+    // the latter). Within a phase, after a warm-up of every row (pools, compiled code, the cached
+    // credential), the rows alternate request by request, and the order rotates every round, so
+    // that each row follows each other row equally often and drifts of a shared machine hit
+    // them all alike.
+    let mut times: Vec<Vec<Vec<Duration>>> = phases
+        .iter()
+        .map(|rows| vec![Vec::with_capacity(n); rows.len()])
+        .collect();
+    for (rows, times) in phases.iter().zip(&mut times) {
+        let k = rows.len();
+        for round in 0..n + 20 {
+            for j in 0..k {
+                let i = (round + j) % k;
+                let row = &rows[i];
+                let addr = servers[row.host].local_addr();
+                let start = Instant::now();
+                let (status, body) = http(addr, "GET", &row.path, "", "").await?;
+                let elapsed = start.elapsed();
+                if status != 200 {
+                    bail!("{}: {status} {body}", row.name);
+                }
+                if round >= 20 {
+                    times[i].push(elapsed);
+                }
             }
         }
     }
     let mints = emu.mints();
-    let medians: Vec<Duration> = times.into_iter().map(median).collect();
-    println!("\nplugin benchmark: {n} requests per row, fresh TCP connection each, medians");
-    println!("| request | median | ratio to direct |");
-    println!("|---|---:|---:|");
-    for (i, row) in table.iter().enumerate() {
-        let base = medians[(i / 3) * 3];
-        println!(
-            "| {} | {:.2} ms | {:.3}x |",
-            row.name,
-            medians[i].as_secs_f64() * 1e3,
-            medians[i].as_secs_f64() / base.as_secs_f64()
-        );
+    println!(
+        "\nplugin benchmark: {n} requests per row, fresh TCP connection each, rows alternating"
+    );
+    println!("| request | p25 | median | p75 | median ratio to direct |");
+    println!("|---|---:|---:|---:|---:|");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (rows, times) in phases.iter().zip(&times) {
+        let base = quantile(&times[0], 0.5);
+        for (row, t) in rows.iter().zip(times) {
+            let m = quantile(t, 0.5);
+            println!(
+                "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.3}x |",
+                row.name,
+                ms(quantile(t, 0.25)),
+                ms(m),
+                ms(quantile(t, 0.75)),
+                m.as_secs_f64() / base.as_secs_f64()
+            );
+        }
     }
     println!("\ndatabase credentials minted during the run: {mints} (1 by the benchmark itself)");
     drop(servers);

@@ -1380,8 +1380,8 @@ fn a_failed_refresh_ahead_keeps_the_credential_and_backs_off() {
     assert_eq!(w.ws.mints(), tried);
 }
 
-#[test]
-fn a_wrong_role_is_remembered_instead_of_minting_per_request() {
+/// OAuth M2M with a `pguser` the database rejects every token for.
+fn wrong_role() -> World {
     let w = World::with_vars(&[
         ("databricks_host", HOST),
         ("databricks_client_id", CLIENT_ID),
@@ -1390,6 +1390,12 @@ fn a_wrong_role_is_remembered_instead_of_minting_per_request() {
         ("pguser", "no_such_role"),
     ]);
     w.pg.reject_all.set(true);
+    w
+}
+
+#[test]
+fn a_wrong_role_is_remembered_instead_of_minting_per_request() {
+    let w = wrong_role();
     let a = w.instance();
     let first = block_on(a.connect(&w.pg)).unwrap_err();
     assert_eq!(first.kind(), ErrorKind::Database);
@@ -1427,14 +1433,7 @@ fn a_wrong_role_is_remembered_instead_of_minting_per_request() {
 #[test]
 fn a_wrong_role_under_load_mints_a_bounded_number_of_times() {
     // 50 requests a second for 60 s, each in a new instance (the worst case: Spin's WASIp2).
-    let w = World::with_vars(&[
-        ("databricks_host", HOST),
-        ("databricks_client_id", CLIENT_ID),
-        ("databricks_client_secret", CLIENT_SECRET),
-        ("lakebase_endpoint", ENDPOINT),
-        ("pguser", "no_such_role"),
-    ]);
-    w.pg.reject_all.set(true);
+    let w = wrong_role();
     for _ in 0..3000 {
         let e = block_on(w.instance().connect(&w.pg)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Database);

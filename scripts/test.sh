@@ -21,6 +21,10 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
+# Disk: a full run needs several GB under target/ (a CI machine once ran out); say what there is.
+disk_report() { echo "==> disk: target/ $(du -sh target 2>/dev/null | cut -f1 || echo 0), free $(df -h --output=avail . | tail -1 | tr -d ' ')"; }
+disk_report
+
 # Tests print their own messages; keep them free of backtraces.
 unset RUST_BACKTRACE
 
@@ -82,4 +86,5 @@ cargo test --workspace
 echo "==> the run command under Ctrl-C, in a pseudo-terminal (devhost, then as run.sh picks)"
 RUN_HOST=devhost ./tests/run-ctrl-c.sh
 if [ -n "${SPIN:-}" ] || command -v spin >/dev/null 2>&1; then ./tests/run-ctrl-c.sh; fi
+disk_report
 echo "==> done. $spin_tier; $wasmtime_tier"

@@ -10,10 +10,11 @@
 //!
 //! Every value is sealed (`seal.rs`): only apps holding the same workspace secret can read or
 //! write it. A value that does not open (forged, altered, of another version) or does not parse
-//! is a miss, logged once per instance. A store that fails is logged and bypassed: the caller
-//! then mints, as if the cache were empty.
+//! is a miss, logged once per instance. A store that fails is bypassed (the caller then mints, as
+//! if the cache were empty) and reported once per run of failures, not once per operation: as a
+//! configuration problem when it has never answered this instance, as an outage when it has.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -94,6 +95,16 @@ pub(crate) struct Cache {
     sealer: Sealer,
     /// Whether an unreadable record was reported already (once per instance, not per request).
     warned: AtomicBool,
+    store: StoreHealth,
+}
+
+/// How the key-value store has answered this instance.
+#[derive(Debug, Default)]
+struct StoreHealth {
+    /// An operation has succeeded.
+    answered: AtomicBool,
+    /// Failed operations since the last success (0: the store is answering).
+    failing: AtomicU32,
 }
 
 impl Cache {
@@ -106,6 +117,42 @@ impl Cache {
             keys: CacheKeys::new(config),
             sealer: Sealer::new(secret, &workspace_scope(config)),
             warned: AtomicBool::new(false),
+            store: StoreHealth::default(),
+        }
+    }
+
+    /// Notes a failed store operation; the first of a run of failures is logged. A store that
+    /// never answered is misconfigured (a label the component may not open, a backend that
+    /// refuses our keys): that is an error to fix, since meanwhile every request mints.
+    fn store_failed(&self, operation: &str, what: &str, error: &str) {
+        if self.store.failing.fetch_add(1, Ordering::Relaxed) > 0 {
+            return;
+        }
+        let error = log::cap(error);
+        if self.store.answered.load(Ordering::Relaxed) {
+            log::warn(&format!(
+                "the key-value store stopped answering ({operation} of the {what} record: {error}); the cache is bypassed until it answers again, so requests may mint"
+            ));
+        } else {
+            log::error(&format!(
+                "the key-value store refused to {operation} the {what} record: {error}. \
+                 Without the store nothing is cached: every request mints a database credential \
+                 (a call to the workspace API) and logs in anew. Check the store's configuration: \
+                 that this component may open it, and that its backend accepts keys such as `{}` \
+                 (further failures are not logged until it answers)",
+                self.keys.credential
+            ));
+        }
+    }
+
+    /// Notes an answer from the store (after failures: logged once).
+    fn store_answered(&self) {
+        self.store.answered.store(true, Ordering::Relaxed);
+        let failed = self.store.failing.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            log::info(&format!(
+                "the key-value store answers again, after {failed} failed operation(s)"
+            ));
         }
     }
 
@@ -126,7 +173,12 @@ impl Cache {
         key: &str,
         what: &str,
     ) -> Option<T> {
-        match kv.get(key).await {
+        let answer = kv.get(key).await;
+        match &answer {
+            Ok(_) => self.store_answered(),
+            Err(e) => self.store_failed("read", what, e),
+        }
+        match answer {
             Ok(Some(bytes)) => {
                 let parsed = self
                     .sealer
@@ -139,14 +191,7 @@ impl Cache {
                 }
                 parsed
             }
-            Ok(None) => None,
-            Err(e) => {
-                log::warn(&format!(
-                    "key-value read of {what} failed, bypassing cache: {}",
-                    log::cap(&e)
-                ));
-                None
-            }
+            Ok(None) | Err(_) => None,
         }
     }
 
@@ -158,11 +203,16 @@ impl Cache {
             log::warn(&format!("could not seal the {what} record; not caching it"));
             return;
         };
-        if let Err(e) = kv.set(key, &sealed).await {
-            log::warn(&format!(
-                "key-value write of {what} failed, continuing without cache: {}",
-                log::cap(&e)
-            ));
+        match kv.set(key, &sealed).await {
+            Ok(()) => self.store_answered(),
+            Err(e) => self.store_failed("write", what, &e),
+        }
+    }
+
+    pub async fn delete(&self, kv: &impl Kv, key: &str, what: &str) {
+        match kv.delete(key).await {
+            Ok(()) => self.store_answered(),
+            Err(e) => self.store_failed("delete", what, &e),
         }
     }
 
@@ -177,15 +227,6 @@ impl Cache {
 
 /// The version of every record (inside the sealed JSON, and in the key prefix).
 pub(crate) const RECORD_VERSION: u32 = 2;
-
-pub(crate) async fn delete(kv: &impl Kv, key: &str, what: &str) {
-    if let Err(e) = kv.delete(key).await {
-        log::warn(&format!(
-            "key-value delete of {what} failed: {}",
-            log::cap(&e)
-        ));
-    }
-}
 
 /// "Instance `holder` is minting until `until`": lets other instances wait for its record
 /// instead of minting too. Best effort only: the store has no compare-and-swap, so two instances
@@ -280,6 +321,80 @@ mod tests {
         for key in [&ka.credential, &ka.workspace_token] {
             assert!(!key.contains("s1"), "{key}");
         }
+    }
+
+    /// A store that refuses every operation while `refusing` is set.
+    struct Store {
+        refusing: std::cell::Cell<bool>,
+    }
+
+    impl Kv for Store {
+        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
+            self.answer(None)
+        }
+        async fn set(&self, _: &str, _: &[u8]) -> Result<(), String> {
+            self.answer(())
+        }
+        async fn delete(&self, _: &str) -> Result<(), String> {
+            self.answer(())
+        }
+    }
+
+    impl Store {
+        fn answer<T>(&self, value: T) -> Result<T, String> {
+            if self.refusing.get() {
+                Err("key cannot be empty or start/end with `.`".into())
+            } else {
+                Ok(value)
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusing_store_is_reported_once_as_configuration_then_as_outage() {
+        let cache = Cache::new(&config("projects/p/branches/b/endpoints/a", None));
+        let store = Store {
+            refusing: true.into(),
+        };
+        let key = cache.keys.credential.clone();
+        let ops = |n| {
+            for _ in 0..n {
+                futures::executor::block_on(async {
+                    assert_eq!(cache.read::<Lease>(&store, &key, "credential").await, None);
+                    cache.write(&store, &key, &1, "credential").await;
+                    cache.delete(&store, &key, "credential").await;
+                });
+            }
+        };
+        log::take_lines();
+        ops(5);
+        let lines = log::take_lines();
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("lakebase: error: the key-value store refused to read")
+                && lines[0].contains("every request mints")
+                && lines[0].contains("key cannot be empty")
+                && lines[0].contains(&key),
+            "{}",
+            lines[0]
+        );
+
+        store.refusing.set(false);
+        ops(2);
+        assert_eq!(
+            log::take_lines(),
+            ["lakebase: the key-value store answers again, after 15 failed operation(s)"]
+        );
+
+        store.refusing.set(true);
+        ops(3);
+        let lines = log::take_lines();
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("lakebase: warning: the key-value store stopped answering"),
+            "{}",
+            lines[0]
+        );
     }
 
     impl ConfigBuilder {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::cache::{self, Cache, Lease};
+use crate::cache::{Cache, Lease};
 use crate::config::{Config, IdleSession, WorkspaceAuth};
 use crate::conn_string::{AddressMemo, connection_string};
 use crate::credential::{Credential, CredentialSource};
@@ -345,7 +345,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     return self.serve_through(e, fallback).await;
                 }
                 let lease = &self.seams.cache.keys.lease;
-                cache::delete(&self.seams.kv(), lease, "mint lease").await;
+                self.seams.cache.delete(&self.seams.kv(), lease, "mint lease").await;
                 return Err(e);
             }
         };
@@ -354,7 +354,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         self.credential
             .keep(&self.seams.cache, &kv, &minted, now)
             .await;
-        cache::delete(&kv, &self.seams.cache.keys.lease, "mint lease").await;
+        self.seams
+            .cache
+            .delete(&kv, &self.seams.cache.keys.lease, "mint lease")
+            .await;
         self.outage.clear();
         Ok((minted, CredentialSource::Minted))
     }

@@ -1,11 +1,33 @@
 //! Log lines on stderr (Spin collects a component's stderr). Callers never pass secrets here.
 
 pub(crate) fn warn(message: &str) {
-    eprintln!("lakebase: warning: {message}");
+    emit(format!("lakebase: warning: {message}"));
+}
+
+/// A problem the operator has to fix (the app works on, worse).
+pub(crate) fn error(message: &str) {
+    emit(format!("lakebase: error: {message}"));
 }
 
 pub(crate) fn info(message: &str) {
-    eprintln!("lakebase: {message}");
+    emit(format!("lakebase: {message}"));
+}
+
+fn emit(line: String) {
+    #[cfg(test)]
+    LINES.with(|lines| lines.borrow_mut().push(line.clone()));
+    eprintln!("{line}");
+}
+
+#[cfg(test)]
+thread_local! {
+    static LINES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The lines logged on this thread since the last call (unit tests only).
+#[cfg(test)]
+pub(crate) fn take_lines() -> Vec<String> {
+    LINES.with(|lines| std::mem::take(&mut *lines.borrow_mut()))
 }
 
 /// At most [`CAP`] characters of a text that came from outside (a host error, a server's

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{self, Cache};
+use crate::cache::Cache;
 use crate::expiry::Expiring;
 use crate::host::Kv;
 use crate::log;
@@ -124,15 +124,15 @@ impl<T: Cached> Tier<T> {
             }
         }
         if self.stored(cache, kv).await.is_some_and(|v| matches(&v)) {
-            cache::delete(kv, &self.key, T::WHAT).await;
+            cache.delete(kv, &self.key, T::WHAT).await;
             dropped = true;
         }
         dropped
     }
 
     /// Forgets the value in memory and deletes its record, unread.
-    pub async fn forget_all(&self, kv: &impl Kv) {
+    pub async fn forget_all(&self, cache: &Cache, kv: &impl Kv) {
         *self.memory() = None;
-        cache::delete(kv, &self.key, T::WHAT).await;
+        cache.delete(kv, &self.key, T::WHAT).await;
     }
 }

@@ -266,7 +266,7 @@ impl WorkspaceClient {
                 log::info(&format!(
                     "{what}: workspace token rejected ({status}), fetching a new one"
                 ));
-                self.token.forget_all(&seams.kv()).await;
+                self.token.forget_all(&seams.cache, &seams.kv()).await;
                 refreshed = true;
                 continue;
             }

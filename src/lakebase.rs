@@ -345,7 +345,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     return self.serve_through(e, fallback).await;
                 }
                 let lease = &self.seams.cache.keys.lease;
-                self.seams.cache.delete(&self.seams.kv(), lease, "mint lease").await;
+                self.seams
+                    .cache
+                    .delete(&self.seams.kv(), lease, "mint lease")
+                    .await;
                 return Err(e);
             }
         };

@@ -15,10 +15,14 @@
 //! composition imports only standard WASI. Configuration comes from `wasi:config` with the same
 //! names as the Spin variables.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
 
 use lakebase_spin::{CredentialSource, ErrorKind};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 #[allow(warnings, missing_docs, clippy::all)]
 mod bindings {
@@ -149,13 +153,14 @@ impl query::Guest for Plugin {
             let db = lakebase_wasi::connect()
                 .await
                 .map_err(|e| QueryError::Unexpected(not_connected(&e)))?;
-            let rows = db
-                .connection
-                .query(sql.as_str(), &refs(&params))
-                .await
-                .map_err(|e| {
-                    QueryError::InvalidQuery(format!("query failed: {}", pg_error_text(&e)))
-                })?;
+            let (client, params) = (&db.connection, &params);
+            let rows = with_statement(client, &sql, |statement| async move {
+                client.query(&statement, &refs(params)).await
+            })
+            .await
+            .map_err(|e| {
+                QueryError::InvalidQuery(format!("query failed: {}", pg_error_text(&e)))
+            })?;
             rows.iter()
                 .map(result_row)
                 .collect::<Result<_, _>>()
@@ -175,12 +180,91 @@ impl query::Guest for Plugin {
     }
 }
 
+/// The server-side statements of the instance's connection, by text: each statement text is
+/// prepared once per connection (its `Parse` round trip saved on every later call with the same
+/// text). Dropped with the connection: a new login starts an empty map. At most
+/// [`MAX_STATEMENTS`] are kept; past that a text is prepared for its call only.
+struct Prepared {
+    /// The connection they were prepared on (held weakly, so its address is not reused while
+    /// this is compared with the current one).
+    connection: Weak<Client>,
+    statements: HashMap<String, Statement>,
+}
+
+static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
+
+fn prepared() -> std::sync::MutexGuard<'static, Option<Prepared>> {
+    PREPARED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The map of `client`, emptied first if it belonged to another connection.
+fn prepared_on<'a>(
+    guard: &'a mut Option<Prepared>,
+    client: &Arc<Client>,
+) -> &'a mut HashMap<String, Statement> {
+    if !guard
+        .as_ref()
+        .is_some_and(|p| std::ptr::eq(p.connection.as_ptr(), Arc::as_ptr(client)))
+    {
+        *guard = Some(Prepared {
+            connection: Arc::downgrade(client),
+            statements: HashMap::new(),
+        });
+    }
+    &mut guard.as_mut().expect("just set").statements
+}
+
+/// `sql` prepared on `client`: from the map, else prepared now (and kept).
+async fn statement_on(client: &Arc<Client>, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    if let Some(statement) = prepared_on(&mut prepared(), client).get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = client.prepare(sql).await?;
+    let mut guard = prepared();
+    let statements = prepared_on(&mut guard, client);
+    if statements.len() < MAX_STATEMENTS {
+        statements.insert(sql.to_owned(), statement.clone());
+    }
+    Ok(statement)
+}
+
+/// Runs `run` with `sql` prepared on `client`. A kept statement whose plan the server no longer
+/// accepts (a table it reads was altered: "cached plan must not change result type", refused
+/// before anything ran) is prepared again and run once more.
+async fn with_statement<T, F, Fut>(
+    client: &Arc<Client>,
+    sql: &str,
+    run: F,
+) -> Result<T, tokio_postgres::Error>
+where
+    F: Fn(Statement) -> Fut,
+    Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let statement = statement_on(client, sql).await?;
+    match run(statement).await {
+        Err(e) if stale_plan(&e) => {
+            prepared_on(&mut prepared(), client).remove(sql);
+            run(statement_on(client, sql).await?).await
+        }
+        answer => answer,
+    }
+}
+
+fn stale_plan(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code() == &SqlState::FEATURE_NOT_SUPPORTED
+            && db
+                .message()
+                .starts_with("cached plan must not change result type")
+    })
+}
+
 /// This instance's prepared statements, by token. The same text gets the same token, so a
 /// component that prepares on every request does not grow this past its distinct statements.
-/// Only the text is kept, never a server-side statement: `exec` prepares it again on the
-/// connection of its own call, so a token stays valid when the instance's connection is
-/// replaced (a new login after a cut session or a stale credential), and a statement prepared
-/// on one connection is never executed on another.
+/// A token names the text, not a server-side statement: `exec` takes the statement of the
+/// connection of its own call ([`statement_on`]: prepared there once), so a token stays valid
+/// when the instance's connection is replaced (a new login after a cut session or a stale
+/// credential), and a statement prepared on one connection is never executed on another.
 static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// At most this many distinct statements per instance.
@@ -204,7 +288,7 @@ impl prepared::Guest for Plugin {
             let db = lakebase_wasi::connect()
                 .await
                 .map_err(|e| StatementPrepareError::Unexpected(not_connected(&e)))?;
-            db.connection.prepare(&sql).await.map_err(|e| {
+            statement_on(&db.connection, &sql).await.map_err(|e| {
                 StatementPrepareError::Unexpected(format!("prepare failed: {}", pg_error_text(&e)))
             })
         })?;
@@ -232,15 +316,17 @@ impl prepared::Guest for Plugin {
             let db = lakebase_wasi::connect()
                 .await
                 .map_err(|e| PreparedStatementExecError::Unexpected(not_connected(&e)))?;
-            db.connection
-                .execute(sql.as_str(), &refs(&params))
-                .await
-                .map_err(|e| {
-                    PreparedStatementExecError::QueryError(QueryError::InvalidQuery(format!(
-                        "execute failed: {}",
-                        pg_error_text(&e)
-                    )))
-                })
+            let (client, params) = (&db.connection, &params);
+            with_statement(client, &sql, |statement| async move {
+                client.execute(&statement, &refs(params)).await
+            })
+            .await
+            .map_err(|e| {
+                PreparedStatementExecError::QueryError(QueryError::InvalidQuery(format!(
+                    "execute failed: {}",
+                    pg_error_text(&e)
+                )))
+            })
         })
     }
 }

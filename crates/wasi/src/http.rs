@@ -3,14 +3,17 @@
 use std::io::Write as _;
 
 use lakebase_spin::host::{Http, HttpRequest, HttpResponse};
+
+use crate::wait;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
     Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::streams::StreamError;
 
-/// The host's own limits on one exchange, in nanoseconds (the core also bounds the whole
-/// exchange; a WASI 0.2 call blocks the instance, so these are what stop a hung upstream).
+/// The host's own limits on one exchange, in nanoseconds. The core bounds the whole exchange
+/// too (its deadline cuts a hung or trickling answer: every wait here yields to it, see
+/// `wait.rs`); these also stop the host's side of the request.
 const TIMEOUT_NS: u64 = 10_000_000_000;
 /// The largest answer read (the core refuses larger ones).
 const MAX_BODY: usize = 1024 * 1024;
@@ -21,11 +24,11 @@ pub struct WasiHttp;
 
 impl Http for WasiHttp {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, String> {
-        send(request)
+        send(request).await
     }
 }
 
-fn send(request: HttpRequest) -> Result<HttpResponse, String> {
+async fn send(request: HttpRequest) -> Result<HttpResponse, String> {
     let (parts, body) = request.into_parts();
     let mut headers: Vec<(String, Vec<u8>)> = parts
         .headers
@@ -88,12 +91,16 @@ fn send(request: HttpRequest) -> Result<HttpResponse, String> {
     let pending =
         outgoing_handler::handle(outgoing, Some(options)).map_err(|e| format!("{e:?}"))?;
 
-    let response = loop {
-        match pending.get() {
-            Some(Ok(Ok(response))) => break response,
-            Some(Ok(Err(code))) => return Err(format!("{code:?}")),
-            Some(Err(())) => return Err("the response was already taken".to_owned()),
-            None => pending.subscribe().block(),
+    // Dropping `pending` (a deadline dropping this future) cancels the request on the host.
+    let response = {
+        let answered = pending.subscribe();
+        loop {
+            match pending.get() {
+                Some(Ok(Ok(response))) => break response,
+                Some(Ok(Err(code))) => return Err(format!("{code:?}")),
+                Some(Err(())) => return Err("the response was already taken".to_owned()),
+                None => wait::ready(&answered).await,
+            }
         }
     };
     let status = response.status();
@@ -104,7 +111,7 @@ fn send(request: HttpRequest) -> Result<HttpResponse, String> {
     let incoming = response
         .consume()
         .map_err(|()| "response body unavailable".to_owned())?;
-    let bytes = read_body(&incoming)?;
+    let bytes = read_body(&incoming).await?;
     drop(incoming);
     builder
         .body(bytes)
@@ -112,13 +119,15 @@ fn send(request: HttpRequest) -> Result<HttpResponse, String> {
 }
 
 /// The whole body, at most one byte past [`MAX_BODY`] (the core refuses what is larger).
-fn read_body(incoming: &IncomingBody) -> Result<Vec<u8>, String> {
+async fn read_body(incoming: &IncomingBody) -> Result<Vec<u8>, String> {
     let stream = incoming
         .stream()
         .map_err(|()| "response body stream unavailable".to_owned())?;
+    let readable = stream.subscribe();
     let mut bytes = Vec::new();
     loop {
-        match stream.blocking_read(64 * 1024) {
+        match stream.read(64 * 1024) {
+            Ok(chunk) if chunk.is_empty() => wait::ready(&readable).await,
             Ok(chunk) => {
                 bytes.extend_from_slice(&chunk);
                 if bytes.len() > MAX_BODY {

@@ -40,6 +40,7 @@ mod pg;
 mod runtime;
 mod tls;
 mod vars;
+mod wait;
 
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
 mod bindings {

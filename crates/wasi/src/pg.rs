@@ -5,7 +5,7 @@
 //! against the webpki roots plus `lakebase_ca_root`; `prefer` goes without TLS only when the
 //! server offers none (the core allows `prefer`/`disable` only toward loopback addresses).
 
-use std::net::ToSocketAddrs as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use lakebase_spin::host::Connector;
@@ -14,8 +14,11 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::tls::NoTls;
+use wasip2::sockets::instance_network;
+use wasip2::sockets::ip_name_lookup::{self, ErrorCode, IpAddress};
 
 use crate::tls::RustlsConnect;
+use crate::wait;
 
 /// Opens Postgres connections in the guest. The connection's I/O runs as a task on the
 /// instance's runtime ([`crate::block_on`]); it ends when the `Client` is dropped.
@@ -70,12 +73,11 @@ impl Connector for WasiPg {
 /// A TCP connection to the first address of `host` that answers (names resolved through
 /// `wasi:sockets/ip-name-lookup`).
 async fn tcp_connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
-    let addresses: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e} (is name lookup allowed on this host?)"))?
-        .collect();
+    let addresses = resolve(host).await.map_err(|e| {
+        format!("cannot resolve {host}: {e} (is name lookup allowed on this host?)")
+    })?;
     let mut last = format!("{host} has no address");
-    for address in addresses {
+    for address in addresses.into_iter().map(|ip| SocketAddr::new(ip, port)) {
         match tokio::net::TcpStream::connect(address).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
@@ -85,6 +87,32 @@ async fn tcp_connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, Str
         }
     }
     Err(last)
+}
+
+/// The addresses of `host` (an IP literal is its own address), looked up without blocking the
+/// instance: the core's connect deadline can cut a lookup that does not answer.
+async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let network = instance_network::instance_network();
+    let lookup = ip_name_lookup::resolve_addresses(&network, host).map_err(|e| format!("{e:?}"))?;
+    let answered = lookup.subscribe();
+    let mut addresses = Vec::new();
+    loop {
+        match lookup.resolve_next_address() {
+            Ok(Some(IpAddress::Ipv4((a, b, c, d)))) => {
+                addresses.push(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+            }
+            Ok(Some(IpAddress::Ipv6((a, b, c, d, e, f, g, h)))) => {
+                addresses.push(IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)));
+            }
+            Ok(None) => return Ok(addresses),
+            Err(ErrorCode::WouldBlock) => wait::ready(&answered).await,
+            Err(e) => return Err(format!("{e:?}")),
+        }
+    }
 }
 
 /// The TLS client: webpki roots, plus the CA root's certificates when one is given.

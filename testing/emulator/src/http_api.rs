@@ -1,12 +1,18 @@
 //! The workspace's HTTP API in Databricks' wire format, plus `/_emulator/*` controls.
 
+use std::convert::Infallible;
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Method, Request, Response};
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -18,6 +24,34 @@ use crate::token::{self, Claims};
 use crate::{Fault, FaultKind, Shared};
 
 type Reply = Response<Full<Bytes>>;
+/// What goes on the wire: a whole body, or one sent slowly (the trickle fault).
+type Sent = Response<BoxBody<Bytes, Infallible>>;
+
+/// A body sent one byte per `every`.
+struct Trickle {
+    rest: Bytes,
+    every: Duration,
+    next: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        ready!(self.next.as_mut().poll(cx));
+        let deadline = tokio::time::Instant::now() + self.every;
+        self.next.as_mut().reset(deadline);
+        let byte = self.rest.split_to(1);
+        Poll::Ready(Some(Ok(Frame::data(byte))))
+    }
+}
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -61,7 +95,7 @@ fn now() -> DateTime<Utc> {
 }
 
 /// `None` means: drop the connection without answering.
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Sent> {
     // Read the whole request first, so that a fault answer never races the client's upload.
     let (parts, body) = req.into_parts();
     let body = body
@@ -99,6 +133,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
             kind
         })
     };
+    let trickle = match &fault {
+        Some(FaultKind::Trickle(every)) => Some(*every),
+        _ => None,
+    };
     let answer = match fault {
         Some(FaultKind::Status {
             status,
@@ -133,7 +171,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
             tokio::time::sleep(d).await;
             route_request(req, &shared).await
         }
-        None => route_request(req, &shared).await,
+        Some(FaultKind::Trickle(_)) | None => route_request(req, &shared).await,
     };
     let answer = match answer {
         Some(a) => a,
@@ -145,7 +183,24 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Option<Reply> {
     if !control {
         shared.log(format!("{route} -> {}", answer.status().as_u16()));
     }
-    Some(answer)
+    let (parts, body) = answer.into_parts();
+    let body = match trickle {
+        Some(every) => {
+            let rest = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Trickle {
+                rest,
+                every,
+                next: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            }
+            .boxed()
+        }
+        None => body.boxed(),
+    };
+    Some(Response::from_parts(parts, body))
 }
 
 async fn route_request(req: Request<Bytes>, shared: &Shared) -> Option<Reply> {
@@ -351,7 +406,7 @@ async fn route_request(req: Request<Bytes>, shared: &Shared) -> Option<Reply> {
             None => api_error(
                 400,
                 "INVALID_PARAMETER_VALUE",
-                "fault must be {\"route\",\"count\",\"status\",\"error_code\",\"message\",\"retry_after\"} or {\"route\",\"count\",\"kind\":\"drop\"|\"malformed\"|\"html\"|\"latency\",\"latency_ms\"}",
+                "fault must be {\"route\",\"count\",\"status\",\"error_code\",\"message\",\"retry_after\"} or {\"route\",\"count\",\"kind\":\"drop\"|\"malformed\"|\"html\"|\"latency\",\"latency_ms\"} or {\"route\",\"count\",\"kind\":\"trickle\",\"interval_ms\"}",
             ),
         },
         _ => api_error(
@@ -372,6 +427,9 @@ fn parse_fault(body: &[u8]) -> Option<Fault> {
         Some("html") => FaultKind::Html,
         Some("latency") => {
             FaultKind::Latency(Duration::from_millis(v.get("latency_ms")?.as_u64()?))
+        }
+        Some("trickle") => {
+            FaultKind::Trickle(Duration::from_millis(v.get("interval_ms")?.as_u64()?))
         }
         _ => FaultKind::Status {
             status: v.get("status")?.as_u64()? as u16,

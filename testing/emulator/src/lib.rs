@@ -130,6 +130,8 @@ pub enum FaultKind {
     },
     /// Wait, then answer normally.
     Latency(Duration),
+    /// Answer normally, but send the body one byte per interval (the headers at once).
+    Trickle(Duration),
     /// Close the connection without an answer.
     Drop,
     /// 200 with a body that is not JSON.

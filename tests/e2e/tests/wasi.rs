@@ -228,6 +228,52 @@ async fn errors_on_wasmtime_serve_say_who_must_act() {
     }
 }
 
+/// The core's deadlines hold on WASI: a workspace that accepts and never answers, and one that
+/// answers its headers at once and then a byte every 2 s (which no per-read timeout of the host
+/// stops), give 503 `unavailable` within the credential load's 25 s, not after the hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_or_trickling_workspace_is_cut_by_the_deadlines_on_wasmtime_serve() {
+    let Some(kind) = wasmtime_tier("the standard-WASI app") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
+    for (what, fault) in [
+        (
+            "never answers",
+            FaultKind::Latency(Duration::from_secs(600)),
+        ),
+        (
+            "trickles a byte every 2 s",
+            FaultKind::Trickle(Duration::from_secs(2)),
+        ),
+    ] {
+        up.emu.clear_faults();
+        up.emu.fault(Fault {
+            route: String::new(),
+            count: u32::MAX,
+            kind: fault,
+        });
+        let host = serve(&kind, &config, &[], "wasi-hung-workspace");
+        let started = Instant::now();
+        let (status, text) = host.request("GET", "/health", "").expect("request");
+        let took = started.elapsed();
+        println!("a workspace that {what}: {status} after {took:.1?}: {text}");
+        assert_eq!(
+            (status, json(&text)["error"]["kind"].clone()),
+            (503, "unavailable".into()),
+            "{what}: {text}\n{}",
+            host.logs()
+        );
+        // 25 s is the load's deadline; the margin is for a loaded machine, far below the hang.
+        assert!(
+            took < Duration::from_secs(60),
+            "a workspace that {what}: answered after {took:?}"
+        );
+        up.assert_no_secret(&text, &host.logs());
+    }
+    assert_eq!(up.emu.mints(), 0);
+}
+
 /// The sessions the role has open on the real server (the login proxy relays one per login).
 fn server_sessions(up: &Upstream) -> String {
     up.pg

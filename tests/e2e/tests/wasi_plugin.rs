@@ -161,6 +161,15 @@ async fn a_wasmcloud_postgres_component_runs_on_lakebase_through_the_plugin() {
         "Err(PreparedStatementExecError::UnknownPreparedQuery)"
     );
     assert_eq!(prepared["count"], "PgValue::Int8(3)", "{text}");
+    // Prepared once on the connection, kept for the next call with the same text.
+    assert_eq!(prepared["server_statements"], "PgValue::Int8(1)", "{text}");
+    // A kept statement whose table changed shape is prepared again, not failed.
+    let (status, text) = get("/replanned");
+    assert_eq!(
+        (status, json(&text)),
+        (200, serde_json::json!({ "before": 1, "after": 2 })),
+        "{text}"
+    );
 
     // Query errors keep wasmCloud's cases.
     let (status, text) = get("/bad-sql");
@@ -218,6 +227,7 @@ async fn a_wasmcloud_postgres_component_runs_on_lakebase_through_the_plugin() {
     assert_eq!(prepared["affected"], 2, "{text}");
     assert_eq!(prepared["same_token"], true, "{text}");
     assert_eq!(prepared["count"], "PgValue::Int8(5)", "{text}");
+    assert_eq!(prepared["server_statements"], "PgValue::Int8(1)", "{text}");
     assert_eq!(up.emu.count(LOGINS_ACCEPTED), 2, "{:?}", up.emu.counts());
 
     let logs = host.logs();

@@ -6,7 +6,9 @@
 //! - `GET /whoami`: `current_user` and `$1::int4 + 1` with `$1 = 41`;
 //! - `GET /types`: one row of many column types from parameters, each value as its Debug text;
 //! - `GET /batch`: creates and fills the table `wc_items` with `query-batch`;
-//! - `GET /prepared`: prepares an insert into `wc_items`, runs it twice, then counts the rows;
+//! - `GET /prepared`: prepares an insert into `wc_items`, runs it twice, then counts the rows
+//!   and the session's server-side statements of that text;
+//! - `GET /replanned`: the same query before and after its table gains a column;
 //! - `GET /bad-sql`, `GET /bad-param`, `GET /unsupported-param`: the three query errors.
 
 mod bindings {
@@ -143,12 +145,30 @@ fn route(path: &str) -> Result<Value, Value> {
             }
             let unknown = prepared::exec("no-such-token", &[]);
             let row = one_row("SELECT count(*) AS c FROM wc_items", &[])?;
+            let statements = one_row(
+                "SELECT count(*) AS c FROM pg_prepared_statements WHERE statement = $1",
+                &[PgValue::Text(
+                    "INSERT INTO wc_items (name) VALUES ($1)".to_owned(),
+                )],
+            )?;
             Ok(json!({
                 "affected": affected,
                 "same_token": token == again,
                 "unknown": format!("{unknown:?}"),
                 "count": format!("{:?}", row[0].value),
+                "server_statements": format!("{:?}", statements[0].value),
             }))
+        }
+        "/replanned" => {
+            query::query_batch(
+                "DROP TABLE IF EXISTS wc_shape; CREATE TABLE wc_shape (a int); \
+                 INSERT INTO wc_shape VALUES (1)",
+            )
+            .map_err(query_error)?;
+            let before = one_row("SELECT * FROM wc_shape", &[])?.len();
+            query::query_batch("ALTER TABLE wc_shape ADD COLUMN b int").map_err(query_error)?;
+            let after = one_row("SELECT * FROM wc_shape", &[])?.len();
+            Ok(json!({ "before": before, "after": after }))
         }
         "/bad-sql" => one_row("SELEC 1", &[]).map(|_| json!({})),
         "/bad-param" => {

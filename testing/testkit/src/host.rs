@@ -183,12 +183,14 @@ impl HostProcess {
     /// The wasmCloud-like test host (`wasmcloud-host`) serving a standard-WASI component: a new
     /// instance per request, `wasi:config` values from `config` (written to
     /// `<state_dir>/config.json`, the workload's config map), `wasi:keyvalue` on `keyvalue`
-    /// (`nats://…` or `redis://…`). The host binds port 0 and says where it serves.
+    /// (`nats://…` or `redis://…`), and `args` after those (e.g. `--cache-dir DIR`). The host
+    /// binds port 0 and says where it serves.
     pub fn wasmcloud_host(
         kind: &HostKind,
         wasm: &Path,
         config: &BTreeMap<String, String>,
         keyvalue: &str,
+        args: &[&str],
         state_dir: &Path,
     ) -> Result<HostProcess> {
         let HostKind::WasmcloudHost { bin } = kind else {
@@ -202,7 +204,8 @@ impl HostProcess {
             .arg(wasm)
             .args(["--keyvalue", keyvalue, "--listen", "127.0.0.1:0"])
             .arg("--config")
-            .arg(&config_file);
+            .arg(&config_file)
+            .args(args);
         HostProcess::spawn(kind, cmd, None, state_dir)
     }
 

@@ -58,6 +58,8 @@ pub struct HostOptions {
     pub config: BTreeMap<String, String>,
     /// The key-value backend behind `wasi:keyvalue/store`.
     pub keyvalue: KeyValue,
+    /// Where wasmtime keeps compiled code between runs (`None`: compile every time).
+    pub cache_dir: Option<PathBuf>,
 }
 
 struct Shared {
@@ -109,7 +111,13 @@ impl WasmcloudHost {
     /// Compiles the component and links it; fails when it imports what this host does not
     /// provide.
     pub fn load(opts: HostOptions) -> Result<WasmcloudHost> {
-        let engine = Engine::new(&Config::new()).map_err(w)?;
+        let mut config = Config::new();
+        if let Some(dir) = &opts.cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(wasmtime::Cache::new(cache).map_err(w)?));
+        }
+        let engine = Engine::new(&config).map_err(w)?;
         let component = Component::from_file(&engine, &opts.component)
             .map_err(w)
             .with_context(|| format!("compiling {}", opts.component.display()))?;

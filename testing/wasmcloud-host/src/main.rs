@@ -13,12 +13,14 @@ const HELP: &str = "wasmcloud-host: serve a wasi:http@0.2 component as wasmCloud
 (a new instance per request; a test model, not wash).
 
 USAGE: wasmcloud-host --component FILE.wasm --keyvalue URL [--config FILE.json] [--listen ADDR]
+                      [--cache-dir DIR]
 
 OPTIONS:
       --component FILE     the component (exports wasi:http/incoming-handler@0.2)
       --keyvalue URL       wasi:keyvalue's backend: nats://host:port (JetStream) or redis://host:port
       --config FILE        the workload's config map for wasi:config, a JSON object of strings
       --listen ADDR        address to serve on (default 127.0.0.1:0, a free port)
+      --cache-dir DIR      keep wasmtime's compiled code here between runs
   -h, --help               this help
 
 Prints `wasmcloud-host: serving http://ADDR` on stdout once it accepts connections; one line per
@@ -30,12 +32,14 @@ async fn main() -> Result<()> {
     let mut keyvalue = None;
     let mut config = BTreeMap::new();
     let mut listen: SocketAddr = "127.0.0.1:0".parse()?;
+    let mut cache_dir = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--component" => component = Some(PathBuf::from(value("--component")?)),
             "--keyvalue" => keyvalue = Some(value("--keyvalue")?),
+            "--cache-dir" => cache_dir = Some(PathBuf::from(value("--cache-dir")?)),
             "--config" => {
                 let path = value("--config")?;
                 let text = std::fs::read_to_string(&path)
@@ -62,6 +66,7 @@ async fn main() -> Result<()> {
         component,
         config,
         keyvalue,
+        cache_dir,
     })?;
     let (addr, task) = host.serve(listen).await?;
     println!("wasmcloud-host: serving http://{addr}");

@@ -32,8 +32,8 @@ impl std::fmt::Debug for KeyValue {
 
 /// An open bucket (the guest's `bucket` resource).
 pub enum Bucket {
-    /// A JetStream key-value bucket.
-    Nats(jetstream::kv::Store),
+    /// A JetStream key-value bucket (boxed: the handle is large).
+    Nats(Box<jetstream::kv::Store>),
     /// Keys `<prefix>:<key>` in Redis.
     Redis {
         /// The connection shared by the host.
@@ -73,7 +73,7 @@ impl KeyValue {
                     ..Default::default()
                 })
                 .await
-                .map(Bucket::Nats)
+                .map(|store| Bucket::Nats(Box::new(store)))
                 .map_err(|e| format!("opening JetStream key-value bucket `{identifier}`: {e}")),
             KeyValue::Redis(conn) => Ok(Bucket::Redis {
                 conn: conn.clone(),

@@ -80,8 +80,38 @@ pub fn p3_credentials_consumer_wasm() -> PathBuf {
         .clone()
 }
 
+/// `cargo` for a build from inside a test, without the variables cargo sets for the test
+/// binary itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...). Build scripts watch some of
+/// them (ring's does, `rerun-if-env-changed`): with the test's values they ran again, and ring,
+/// rustls and everything above them were compiled again in every test run after a build from
+/// the shell, and again in the next build from the shell.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_for_the_test = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_BIN_NAME",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&name)
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_");
+        if set_for_the_test {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 fn build_release(package: &str, file: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
+    let status = cargo()
         .args([
             "build",
             "--target",
@@ -105,7 +135,7 @@ pub fn devhost_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
+            let status = cargo()
                 .args(["build", "-p", "lakebase-devhost", "--bin", "devhost"])
                 .current_dir(repo_root())
                 .status()
@@ -244,7 +274,7 @@ pub fn load_host_with(
 pub fn plugin_wasm() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
+        let status = cargo()
             .args(["build", "--target", "wasm32-wasip2", "--release"])
             .args(["-p", "lakebase-pg-consumer", "-p", "lakebase-plugin"])
             .args([
@@ -464,7 +494,7 @@ pub fn wasmcloud_host_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
+            let status = cargo()
                 .args([
                     "build",
                     "-p",

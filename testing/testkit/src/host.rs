@@ -1,5 +1,6 @@
 //! A Spin app served by a host process: the devhost (`devhost up`) or a real Spin (`spin up`),
-//! on a free loopback port, with its logs captured, stopped on drop. The end-to-end scenarios
+//! or a standard-WASI component on `wasmtime serve` or the wasmCloud-like test host, on a free
+//! loopback port, with its logs captured, stopped on drop. The end-to-end scenarios
 //! and the load command take a [`HostKind`] so that the same scenario runs on both.
 
 use std::collections::BTreeMap;
@@ -24,6 +25,9 @@ pub enum HostKind {
     Spin { bin: PathBuf },
     /// `wasmtime serve` (the standard-WASI build; see [`HostProcess::wasmtime_serve`]).
     WasmtimeServe { bin: PathBuf },
+    /// The wasmCloud-like test host, `testing/wasmcloud-host` (the standard-WASI build; see
+    /// [`HostProcess::wasmcloud_host`]).
+    WasmcloudHost { bin: PathBuf },
 }
 
 impl HostKind {
@@ -62,12 +66,13 @@ impl HostKind {
         Some(HostKind::WasmtimeServe { bin })
     }
 
-    /// `"devhost"`, `"spin"` or `"wasmtime"`.
+    /// `"devhost"`, `"spin"`, `"wasmtime"` or `"wasmcloud-host"`.
     pub fn name(&self) -> &'static str {
         match self {
             HostKind::Devhost { .. } => "devhost",
             HostKind::Spin { .. } => "spin",
             HostKind::WasmtimeServe { .. } => "wasmtime",
+            HostKind::WasmcloudHost { .. } => "wasmcloud-host",
         }
     }
 }
@@ -104,6 +109,9 @@ impl HostProcess {
             HostKind::WasmtimeServe { .. } => {
                 bail!("wasmtime serves a .wasm, not a spin.toml: use HostProcess::wasmtime_serve")
             }
+            HostKind::WasmcloudHost { .. } => {
+                bail!("the wasmCloud-like host serves a .wasm: use HostProcess::wasmcloud_host")
+            }
             HostKind::Devhost { bin, args } => {
                 let mut c = Command::new(bin);
                 c.arg("up").args(args);
@@ -129,7 +137,7 @@ impl HostProcess {
         for (k, v) in &opts.variables {
             cmd.env(format!("SPIN_VARIABLE_{}", k.to_uppercase()), v);
         }
-        HostProcess::spawn(kind, cmd, addr, &opts.state_dir)
+        HostProcess::spawn(kind, cmd, Some(addr), &opts.state_dir)
     }
 
     /// `wasmtime serve` of a standard-WASI component: `wasi:config` values from `config`,
@@ -169,15 +177,45 @@ impl HostProcess {
             cmd.arg("-S").arg(format!("config-var={k}={v}"));
         }
         cmd.arg(wasm);
-        HostProcess::spawn(kind, cmd, addr, state_dir)
+        HostProcess::spawn(kind, cmd, Some(addr), state_dir)
     }
 
-    /// Runs `cmd` (a host serving on `addr`) in a process group of its own with its output
-    /// captured, and waits until it accepts connections.
+    /// The wasmCloud-like test host (`wasmcloud-host`) serving a standard-WASI component: a new
+    /// instance per request, `wasi:config` values from `config` (written to
+    /// `<state_dir>/config.json`, the workload's config map), `wasi:keyvalue` on `keyvalue`
+    /// (`nats://…` or `redis://…`), and `args` after those (e.g. `--cache-dir DIR`). The host
+    /// binds port 0 and says where it serves.
+    pub fn wasmcloud_host(
+        kind: &HostKind,
+        wasm: &Path,
+        config: &BTreeMap<String, String>,
+        keyvalue: &str,
+        args: &[&str],
+        state_dir: &Path,
+    ) -> Result<HostProcess> {
+        let HostKind::WasmcloudHost { bin } = kind else {
+            bail!("not the wasmCloud-like host: {kind:?}");
+        };
+        std::fs::create_dir_all(state_dir)?;
+        let config_file = state_dir.join("config.json");
+        std::fs::write(&config_file, serde_json::to_string(config)?)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--component")
+            .arg(wasm)
+            .args(["--keyvalue", keyvalue, "--listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(&config_file)
+            .args(args);
+        HostProcess::spawn(kind, cmd, None, state_dir)
+    }
+
+    /// Runs `cmd` (a host serving on `addr`, or, for `None`, one that prints `serving
+    /// http://<addr>` once it does) in a process group of its own with its output captured, and
+    /// waits until it accepts connections.
     fn spawn(
         kind: &HostKind,
         mut cmd: Command,
-        addr: String,
+        addr: Option<String>,
         state_dir: &Path,
     ) -> Result<HostProcess> {
         // Error strings handed to the guest would otherwise carry whole backtraces here.
@@ -204,17 +242,28 @@ impl HostProcess {
                 }
             });
         }
+        let announced = addr.is_none();
         let mut host = HostProcess {
             kind: kind.clone(),
             child,
-            url: format!("http://{addr}"),
-            addr,
+            url: String::new(),
+            addr: addr.unwrap_or_default(),
             output,
             state_dir: state_dir.to_owned(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if TcpStream::connect(&host.addr).is_ok() {
+            if announced && host.addr.is_empty() {
+                let said = host.output.lock().unwrap().lines().find_map(|l| {
+                    l.split_once("serving http://")
+                        .map(|(_, a)| a.trim().to_owned())
+                });
+                if let Some(a) = said {
+                    host.addr = a;
+                }
+            }
+            if !host.addr.is_empty() && TcpStream::connect(&host.addr).is_ok() {
+                host.url = format!("http://{}", host.addr);
                 return Ok(host);
             }
             if let Some(status) = host.child.try_wait()? {

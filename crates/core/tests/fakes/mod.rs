@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use lakebase_spin::Secret;
-use lakebase_spin::host::{
+use lakebase::Secret;
+use lakebase::host::{
     Clock, Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars,
 };
 use serde_json::{Value, json};

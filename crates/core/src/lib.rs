@@ -11,6 +11,9 @@
 //! `lakebase-spin` for Spin, `lakebase-wasi` for standard-WASI hosts, or your own
 //! (with [`adapter`]).
 //!
+//! No features are on by default. `with-spin-sdk` (turned on by `lakebase-spin`) adds only
+//! `From<spin_sdk::pg::Error> for Error`, which Rust's orphan rule lets live only here.
+//!
 //! ```no_run
 //! use lakebase::host::{Clock, Connector, Http, Kv, Vars};
 //! use lakebase::{Config, Lakebase};

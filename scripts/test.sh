@@ -47,12 +47,18 @@ echo "==> format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "==> the library as a crate: docs without warnings, cargo publish --dry-run"
-RUSTDOCFLAGS="-D warnings" cargo doc -q -p lakebase-spin --no-deps
-cargo publish -q --dry-run -p lakebase-spin --allow-dirty
+echo "==> the libraries as crates (lakebase, lakebase-spin): docs without warnings, cargo publish --dry-run"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p lakebase -p lakebase-spin
+cargo publish -q --dry-run -p lakebase -p lakebase-spin --allow-dirty
 
-echo "==> structure: the core builds without spin-sdk; the library's tests build no wasmtime; one WIT tree"
-cargo check -q -p lakebase-spin --no-default-features
+echo "==> structure: the core (lakebase) builds and tests without spin-sdk or wasmtime; lakebase-spin's tests build no wasmtime; one WIT tree"
+cargo check -q -p lakebase
+core_deps="$(cargo tree -p lakebase -e normal,dev --prefix none)"
+for dep in spin-sdk wasmtime wit-bindgen; do
+    if grep -q "^$dep " <<<"$core_deps"; then
+        echo "lakebase's own dependencies (normal, dev) include $dep" >&2; exit 1
+    fi
+done
 if cargo tree -p lakebase-spin -e normal,dev --prefix none | grep -q '^wasmtime '; then
     echo "lakebase-spin's own dependencies (normal, dev) include wasmtime" >&2; exit 1
 fi

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::host::Clock;
+use lakebase::host::Clock;
 
 /// Wall clock of the host (`wasi:clocks` inside WebAssembly) with Spin's sleep.
 #[derive(Clone, Copy, Debug, Default)]

@@ -22,48 +22,25 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The decisions (expiry, retry, error classification, connection strings) are host-neutral and
-//! generic over the small traits in [`host`]; the `spin` module (default feature `spin`)
-//! implements them for Spin. Without that feature the crate builds without spin-sdk.
+//! The decisions (expiry, retry, error classification, connection strings) are the
+//! host-neutral crate [`lakebase`], re-exported here (every `lakebase_spin::X` is
+//! `lakebase::X`) and generic over the small traits in [`host`]; the `spin` module (default
+//! feature `spin`) implements them for Spin. Without that feature this crate builds without
+//! spin-sdk, as nothing but the re-exports; depend on `lakebase` directly instead.
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
-mod cache;
 #[cfg(feature = "spin")]
 mod clock;
-mod config;
-mod conn_string;
-mod credential;
-mod deadline;
-mod error;
-mod expiry;
-mod flight;
-pub mod host;
-mod lakebase;
-mod log;
-mod login;
-mod outage;
-#[cfg(test)]
-mod props;
-mod protocol;
-mod rejection;
-mod retry;
-mod seal;
-mod seams;
-mod secret;
 #[cfg(feature = "spin")]
 pub mod spin;
-mod tier;
-mod workspace;
 
 #[cfg(feature = "spin")]
 pub use clock::SystemClock;
-pub use config::{Config, ConfigBuilder, SslMode, Target};
-pub use credential::{Credential, CredentialSource};
-pub use error::{Error, ErrorKind};
-pub use lakebase::{ConnectOptions, Connected, Lakebase};
-pub use retry::RetryPolicy;
-pub use secret::Secret;
+pub use lakebase::{
+    Config, ConfigBuilder, ConnectOptions, Connected, Credential, CredentialSource, Error,
+    ErrorKind, Lakebase, RetryPolicy, Secret, SslMode, Target, host,
+};
 
 // The READMEs' examples compile as doctests.
 #[cfg(doctest)]

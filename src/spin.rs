@@ -5,12 +5,11 @@ use std::sync::OnceLock;
 
 use spin_sdk::http::body::IncomingBodyExt as _;
 
+use lakebase::adapter::{MAX_BODY, not_in_memory};
+use lakebase::host::{Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars};
+use lakebase::{Config, ConnectOptions, Connected, Error, Lakebase, Secret};
+
 use crate::clock::SystemClock;
-use crate::config::Config;
-use crate::error::{Cause, Error, ErrorKind};
-use crate::host::{Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars};
-use crate::lakebase::{ConnectOptions, Connected, Lakebase, not_in_memory};
-use crate::secret::Secret;
 
 /// Outbound HTTP through `wasi:http` (Spin checks `allowed_outbound_hosts`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,12 +31,12 @@ impl Http for SpinHttp {
             .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = response.into_parts();
         // Read at most one byte past the cap: the core refuses a larger answer.
-        let too_large = || format!("answer larger than {} bytes", crate::deadline::MAX_BODY);
+        let too_large = || format!("answer larger than {} bytes", MAX_BODY);
         if parts
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .is_some_and(|n| n > crate::deadline::MAX_BODY)
+            .is_some_and(|n| n > MAX_BODY)
         {
             return Err(too_large());
         }
@@ -45,7 +44,7 @@ impl Http for SpinHttp {
         let mut chunks = body.stream();
         while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
             let chunk = chunk.map_err(|e| format!("{e:?}"))?;
-            if bytes.len() + chunk.len() > crate::deadline::MAX_BODY {
+            if bytes.len() + chunk.len() > MAX_BODY {
                 return Err(too_large());
             }
             bytes.extend_from_slice(&chunk);
@@ -199,24 +198,4 @@ pub fn connect_now<X: ConnectorNow>(
         .get()
         .ok_or_else(not_in_memory)?
         .connect_now(connector, options)
-}
-
-/// A `spin:postgres` error is a [`Error`] of kind `database` (SQLSTATE kept), so handlers can
-/// use `?` on queries.
-impl From<spin_sdk::pg::Error> for Error {
-    fn from(e: spin_sdk::pg::Error) -> Self {
-        use spin_sdk::pg::{PgError, QueryError};
-        match e {
-            spin_sdk::pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => {
-                Error::new(
-                    ErrorKind::Database,
-                    format!("the database refused the query: {}", db.message),
-                )
-                .with_sqlstate(db.code.clone())
-                .with_source(Cause(db.as_text))
-            }
-            other => Error::new(ErrorKind::Database, "the database query failed")
-                .with_source(Cause(other.to_string())),
-        }
-    }
 }

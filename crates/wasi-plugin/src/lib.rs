@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 
-use lakebase_spin::{CredentialSource, ErrorKind};
+use lakebase::{CredentialSource, ErrorKind};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
@@ -51,7 +51,7 @@ struct Plugin;
 
 // ---- credentials -------------------------------------------------------------------------------
 
-fn wit_error(e: lakebase_spin::Error) -> wit::Error {
+fn wit_error(e: lakebase::Error) -> wit::Error {
     let kind = match e.kind() {
         ErrorKind::Configuration => wit::ErrorKind::Configuration,
         ErrorKind::WorkspaceAuth => wit::ErrorKind::WorkspaceAuth,
@@ -106,7 +106,7 @@ impl wit::Guest for Plugin {
 
 /// A failure before the query reached the database (configuration, credential, login), as
 /// `unexpected` with the library's kind: `lakebase workspace_auth: …`. Never holds a secret.
-fn not_connected(e: &lakebase_spin::Error) -> String {
+fn not_connected(e: &lakebase::Error) -> String {
     format!("lakebase {}: {e}", e.kind().as_str())
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lakebase_spin::host::Clock;
+use lakebase::host::Clock;
 
 /// The host's wall clock; sleeps on the tokio runtime of [`crate::block_on`].
 #[derive(Clone, Copy, Debug, Default)]

@@ -2,7 +2,8 @@
 
 use std::io::Write as _;
 
-use lakebase_spin::host::{Http, HttpRequest, HttpResponse};
+use lakebase::adapter::MAX_BODY;
+use lakebase::host::{Http, HttpRequest, HttpResponse};
 
 use crate::wait;
 use wasip2::http::outgoing_handler;
@@ -15,9 +16,6 @@ use wasip2::io::streams::StreamError;
 /// too (its deadline cuts a hung or trickling answer: every wait here yields to it, see
 /// `wait.rs`); these also stop the host's side of the request.
 const TIMEOUT_NS: u64 = 10_000_000_000;
-/// The largest answer read (the core refuses larger ones).
-const MAX_BODY: usize = 1024 * 1024;
-
 /// Outbound HTTP over `wasi:http` 0.2 (the host decides which destinations are allowed).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WasiHttp;

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use lakebase_spin::host::Kv;
+use lakebase::host::Kv;
 
 use crate::bindings::wasi::keyvalue::store;
 

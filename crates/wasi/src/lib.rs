@@ -1,4 +1,4 @@
-//! Databricks Lakebase Postgres from standard-WASI components: the `lakebase-spin` core over
+//! Databricks Lakebase Postgres from standard-WASI components: the `lakebase` core over
 //! `wasi:config` (configuration), `wasi:keyvalue` (the shared cache), `wasi:http` (the
 //! Databricks API) and `wasi:clocks`, with Postgres spoken by the component itself over
 //! `wasi:sockets` (tokio-postgres, TLS by rustls inside the guest). For hosts without Spin's
@@ -10,7 +10,7 @@
 //! one tokio current-thread runtime per instance ([`block_on`]).
 //!
 //! ```no_run
-//! # fn handler() -> Result<(), lakebase_spin::Error> {
+//! # fn handler() -> Result<(), lakebase::Error> {
 //! lakebase_wasi::block_on(async {
 //!     let db = lakebase_wasi::connect().await?;
 //!     let rows = db
@@ -29,8 +29,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use lakebase_spin::host::Clock as _;
-use lakebase_spin::{Config, Connected, Credential, CredentialSource, Error, Lakebase};
+use lakebase::host::Clock as _;
+use lakebase::{Config, Connected, Credential, CredentialSource, Error, Lakebase};
 use tokio_postgres::error::SqlState;
 
 mod clock;

@@ -8,8 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use lakebase_spin::host::Connector;
-use lakebase_spin::{Error, ErrorKind, Secret};
+use lakebase::host::Connector;
+use lakebase::{Error, ErrorKind, Secret};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use tokio_postgres::config::{Host, SslMode};

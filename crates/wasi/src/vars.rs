@@ -1,6 +1,6 @@
 //! Configuration from `wasi:config/store@0.2.0-rc.1`, under the Spin variables' names.
 
-use lakebase_spin::host::Vars;
+use lakebase::host::Vars;
 
 use crate::bindings::wasi::config::store;
 

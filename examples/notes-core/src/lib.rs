@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use lakebase_spin::{Credential, CredentialSource, Error, ErrorKind};
+use lakebase::{Credential, CredentialSource, Error, ErrorKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

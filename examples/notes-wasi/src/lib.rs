@@ -6,9 +6,9 @@
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 
+use lakebase::Connected;
+use lakebase::host::{Clock as _, Vars as _};
 use lakebase_notes_core::{self as notes, Failure, Route};
-use lakebase_spin::Connected;
-use lakebase_spin::host::{Clock as _, Vars as _};
 use lakebase_wasi::{WasiClock, WasiVars, database_error};
 use serde_json::Value;
 use tokio_postgres::{Client, Row, SimpleQueryMessage};

@@ -44,8 +44,8 @@ fn elapsed(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
 
 /// A Lakebase client over a host's HTTP, key-value store and clock.
 ///
-/// One per WebAssembly instance (see [`crate::spin::lakebase`]); concurrent requests in the
-/// instance share it and so share one in-flight mint.
+/// One per WebAssembly instance (as `lakebase_spin::spin::lakebase` keeps it); concurrent
+/// requests in the instance share it and so share one in-flight mint.
 pub struct Lakebase<H, K, C> {
     config: Config,
     seams: Seams<H, K, C>,
@@ -790,8 +790,11 @@ fn with_database(mut c: Credential, options: &ConnectOptions) -> Credential {
     c
 }
 
-/// The error of a synchronous connect before any credential is in memory.
-pub(crate) fn not_in_memory() -> Error {
+/// The error of a synchronous connect ([`Lakebase::connect_now`]) when this instance's memory
+/// holds no credential yet: kind `unavailable`, saying to make one asynchronous call first. A
+/// host adapter that keeps its client in a `static` returns it from its own synchronous connect
+/// when that client was never created.
+pub fn not_in_memory() -> Error {
     Error::new(
         ErrorKind::Unavailable,
         "no credential in this instance's memory yet, and a synchronous connect cannot wait to obtain one: make one asynchronous call first (connect or credential)",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use fakes::*;
 use futures::executor::block_on;
-use lakebase_spin::{Config, CredentialSource, ErrorKind, Lakebase, RetryPolicy};
+use lakebase::{Config, CredentialSource, ErrorKind, Lakebase, RetryPolicy};
 
 const START: &str = "2026-02-06T12:00:00Z";
 
@@ -664,7 +664,7 @@ fn transient_connect_failures_are_retried_then_unavailable() {
 }
 
 /// Every Debug and Display of every value and error of a run, including their sources.
-fn all_text(e: &lakebase_spin::Error) -> String {
+fn all_text(e: &lakebase::Error) -> String {
     let mut out = format!("{e} {e:?}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -990,7 +990,7 @@ fn a_far_future_lease_is_honoured_for_ten_seconds_at_most() {
 #[test]
 fn the_readme_troubleshooting_table_matches_the_errors() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let table = readme
         .split("## Troubleshooting")
         .nth(1)
@@ -1095,7 +1095,7 @@ fn the_readme_troubleshooting_table_matches_the_errors() {
 
 #[test]
 fn connect_now_serves_only_a_credential_in_memory() {
-    use lakebase_spin::ConnectOptions;
+    use lakebase::ConnectOptions;
     let w = World::m2m();
     let c = w.instance();
     // Nothing in memory yet: a clear error, no mint, no login.
@@ -1139,7 +1139,7 @@ fn connect_now_serves_only_a_credential_in_memory() {
 
 #[test]
 fn the_ca_root_of_a_connection_wins_over_the_configured_one() {
-    use lakebase_spin::ConnectOptions;
+    use lakebase::ConnectOptions;
     // The smallest text that parses: one DER SEQUENCE.
     let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
     let w = World::with_vars(&[

@@ -177,14 +177,14 @@ impl Config {
     /// table), validated by [`ConfigBuilder::build`] exactly as [`Config::load`] validates them.
     ///
     /// ```
-    /// let config = lakebase_spin::Config::builder()
+    /// let config = lakebase::Config::builder()
     ///     .set("databricks_host", "adb-1234.5.azuredatabricks.net")
     ///     .set("databricks_client_id", "00000000-0000-0000-0000-000000000000")
     ///     .set("databricks_client_secret", "dose-secret")
     ///     .set("lakebase_endpoint", "projects/p/branches/b/endpoints/e")
     ///     .build()?;
     /// assert_eq!(config.workspace_url(), "https://adb-1234.5.azuredatabricks.net");
-    /// # Ok::<(), lakebase_spin::Error>(())
+    /// # Ok::<(), lakebase::Error>(())
     /// ```
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder::default()

@@ -184,6 +184,28 @@ impl fmt::Display for Cause {
 
 impl std::error::Error for Cause {}
 
+/// A `spin:postgres` error is a [`Error`] of kind `database` (SQLSTATE kept), so Spin handlers
+/// can use `?` on queries. Feature `with-spin-sdk`, which `lakebase-spin` turns on: Rust's
+/// orphan rule lets this impl live only beside [`Error`].
+#[cfg(feature = "with-spin-sdk")]
+impl From<spin_sdk::pg::Error> for Error {
+    fn from(e: spin_sdk::pg::Error) -> Self {
+        use spin_sdk::pg::{PgError, QueryError};
+        match e {
+            spin_sdk::pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => {
+                Error::new(
+                    ErrorKind::Database,
+                    format!("the database refused the query: {}", db.message),
+                )
+                .with_sqlstate(db.code.clone())
+                .with_source(Cause(db.as_text))
+            }
+            other => Error::new(ErrorKind::Database, "the database query failed")
+                .with_source(Cause(other.to_string())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The seams between the host-neutral core and a WebAssembly host.
 //!
-//! The core is generic over these small traits. The Spin implementations live in `spin.rs`; the
-//! tests use fakes that count calls. A WebAssembly instance runs one thread, so no `Send` bounds.
+//! The core is generic over these small traits. Host adapters implement them (`lakebase-spin`
+//! for Spin, `lakebase-wasi` for standard WASI, or your own); the tests use fakes that count
+//! calls. A WebAssembly instance runs one thread, so no `Send` bounds.
 #![allow(async_fn_in_trait)]
 
 use std::time::Duration;

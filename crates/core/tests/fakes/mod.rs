@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use lakebase_spin::Secret;
-use lakebase_spin::host::{
-    Clock, Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars,
-};
+use lakebase::Secret;
+use lakebase::host::{Clock, Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars};
 use serde_json::{Value, json};
 
 /// Yields once to the executor, so that concurrent futures really interleave.

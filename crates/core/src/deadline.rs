@@ -22,7 +22,10 @@ pub const LOAD_TIMEOUT: Duration = Duration::from_secs(25);
 /// One key-value operation. A store that does not answer (Spin keeps retrying a Redis that is
 /// down) is then treated as failing: logged and bypassed.
 pub const KV_TIMEOUT: Duration = Duration::from_secs(2);
-/// The largest workspace answer read (credential answers are a few kilobytes).
+/// The largest workspace answer read (credential answers are a few kilobytes). An [`Http`]
+/// adapter may stop reading one byte past it and answer `Err`: the core refuses a larger answer.
+///
+/// [`Http`]: crate::host::Http
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// `future`'s output, or `None` if `limit` passed first (the future is then dropped).

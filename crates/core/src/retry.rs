@@ -13,7 +13,7 @@ use crate::log;
 ///
 /// ```
 /// use std::time::Duration;
-/// let policy = lakebase_spin::RetryPolicy::default()
+/// let policy = lakebase::RetryPolicy::default()
 ///     .max_attempts(2)
 ///     .max_total(Duration::from_secs(5));
 /// ```

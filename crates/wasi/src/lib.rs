@@ -9,6 +9,17 @@
 //! `wasi:sockets@0.2`. A WASI 0.2 instance serves one request at a time; everything here runs on
 //! one tokio current-thread runtime per instance ([`block_on`]).
 //!
+//! **Build requirement.** tokio's networking on `wasm32-wasip2` is behind `--cfg tokio_unstable`;
+//! without it tokio itself fails with "Only features sync,macros,io-util,rt,time are supported
+//! on wasm". A crate that depends on this one adds to its `.cargo/config.toml`:
+//!
+//! ```toml
+//! [target.wasm32-wasip2]
+//! rustflags = ["--cfg", "tokio_unstable"]
+//! ```
+//!
+//! It also needs `clang` (ring compiles C for wasm32).
+//!
 //! ```no_run
 //! # fn handler() -> Result<(), lakebase::Error> {
 //! lakebase_wasi::block_on(async {

@@ -198,6 +198,33 @@ async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
     };
     let (up, config) = Upstream::start_wasi().await;
 
+    // A workspace that sends its answer a byte every 2 s (no per-read timeout of the host
+    // stops it): the core's deadlines cut it, 503 `unavailable` within the load's 25 s.
+    up.emu.fault(Fault {
+        route: String::new(),
+        count: u32::MAX,
+        kind: FaultKind::Trickle(std::time::Duration::from_secs(2)),
+    });
+    let host = serve(
+        &notes_wasi_wasm(),
+        &config,
+        &nats.url(),
+        "wasmcloud-trickle",
+    );
+    let started = std::time::Instant::now();
+    let (status, text) = host.request("GET", "/health", "").unwrap();
+    let took = started.elapsed();
+    println!("workspace trickling: {status} after {took:.1?}");
+    assert_eq!(
+        (status, json(&text)["error"]["kind"].clone()),
+        (503, "unavailable".into()),
+        "{text}\n{}",
+        host.logs()
+    );
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    up.emu.clear_faults();
+    drop(host);
+
     // The workspace is down (every credential request answers 503): a 503 of kind
     // `unavailable`, and nothing is left in the store that a later request would believe.
     up.emu.fault(Fault {

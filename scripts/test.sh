@@ -48,9 +48,20 @@ echo "==> format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "==> the libraries as crates (lakebase, lakebase-spin): docs without warnings, cargo publish --dry-run"
-RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p lakebase -p lakebase-spin
-cargo publish -q --dry-run -p lakebase -p lakebase-spin --allow-dirty
+echo "==> the libraries as crates (lakebase, lakebase-spin, lakebase-spin-p2, lakebase-wasi): docs without warnings, cargo publish --dry-run"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p lakebase -p lakebase-spin -p lakebase-wasi
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p lakebase-spin-p2
+# One invocation: a second one packages `lakebase` 0.1.0 again into the same temporary registry
+# path, where cargo reuses the first one's unpacked copy (a stale core).
+# Cargo unpacks each dry-run package under a registry directory named after the temporary
+# registry's path, the same on every run, and reuses a copy found there: remove our crates'
+# copies so that the current sources are verified, not an older run's.
+# And cargo takes a registry crate it compiled before as unchanged (registry sources are
+# immutable to it): verify in a target directory of its own, emptied first, so that a warm
+# target/ cannot lend lakebase-spin an older run's lakebase.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/lakebase-* target/publish-check
+CARGO_TARGET_DIR=target/publish-check \
+    cargo publish -q --dry-run -p lakebase -p lakebase-spin -p lakebase-spin-p2 -p lakebase-wasi --allow-dirty
 
 echo "==> structure: the core (lakebase) builds and tests without spin-sdk or wasmtime; lakebase-spin's tests build no wasmtime; one WIT tree"
 cargo check -q -p lakebase
@@ -75,6 +86,10 @@ cargo build --target wasm32-wasip2 --release \
     -p lakebase-notes -p lakebase-plugin -p lakebase-pg-consumer -p lakebase-deny-adapter \
     -p lakebase-credentials-consumer -p lakebase-p3-credentials-consumer
 ./tests/python-consumer/build.sh
+
+echo "==> the WASIp2 Spin app (spin-sdk 5.2; its own invocation: with the spin-sdk 7 ones, the core's feature with-spin-sdk would unify into it)"
+cargo build --target wasm32-wasip2 --release -p lakebase-notes-p2 -p lakebase-plugin-p2 -p lakebase-pg-consumer-p2 -p lakebase-credentials-consumer-p2
+ls -l target/wasm32-wasip2/release/lakebase_notes_p2.wasm target/wasm32-wasip2/release/lakebase_plugin_p2.wasm
 
 echo "==> the standard-WASI builds (their own invocation: no spin-sdk may join them by feature unification)"
 cargo build --target wasm32-wasip2 --release \
@@ -111,7 +126,12 @@ else
     wasmcloud_tier="wasmCloud-like tier: Redis only (wasmCloud-like NATS tier NOT run: no nats-server); wasmCloud (wash) tier NOT run"
 fi
 echo "==> tests ($spin_tier; $wasmtime_tier; $wasmcloud_tier)"
-cargo test --workspace
+# The spin-sdk 5.2 crates are tested in their own invocation: in one with the rest, the core's
+# feature with-spin-sdk unifies spin-sdk 7 into them, and a native test binary holding both
+# spin-sdks fails to link (duplicate symbol `spin-sdk-commit-unknown`).
+P2_CRATES=(lakebase-spin-p2 lakebase-plugin-p2 lakebase-notes-p2 lakebase-pg-consumer-p2 lakebase-credentials-consumer-p2 lakebase-p2-probe)
+cargo test --workspace "${P2_CRATES[@]/#/--exclude=}"
+cargo test "${P2_CRATES[@]/#/--package=}"
 
 echo "==> the run command under Ctrl-C, in a pseudo-terminal (devhost, then as run.sh picks)"
 RUN_HOST=devhost ./tests/run-ctrl-c.sh

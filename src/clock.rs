@@ -11,10 +11,17 @@ use lakebase::host::Clock;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
-impl Clock for SystemClock {
+impl SystemClock {
+    /// The current wall-clock time, UTC (also without importing [`Clock`]).
     #[allow(clippy::disallowed_methods)]
-    fn now(&self) -> DateTime<Utc> {
+    pub fn now(&self) -> DateTime<Utc> {
         DateTime::<Utc>::from(std::time::SystemTime::now())
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        SystemClock::now(self)
     }
 
     async fn sleep(&self, duration: Duration) {

@@ -37,9 +37,12 @@ pub mod spin;
 
 #[cfg(feature = "spin")]
 pub use clock::SystemClock;
+/// The plugins' glue to their generated credentials bindings (see `lakebase::credentials_glue`).
+#[doc(hidden)]
+pub use lakebase::credentials_glue;
 pub use lakebase::{
     Config, ConfigBuilder, ConnectOptions, Connected, Credential, CredentialSource, Error,
-    ErrorKind, Lakebase, RetryPolicy, Secret, SslMode, Target, host,
+    ErrorKind, Lakebase, Obtained, RetryPolicy, Secret, SslMode, Target, adapter, host, log,
 };
 
 // The READMEs' examples compile as doctests.

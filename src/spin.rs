@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use spin_sdk::http::body::IncomingBodyExt as _;
 
 use lakebase::adapter::{MAX_BODY, not_in_memory};
-use lakebase::host::{Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars};
+use lakebase::host::{
+    ConnectError, Connector, ConnectorNow, HostError, Http, HttpRequest, HttpResponse, Kv, Vars,
+};
 use lakebase::{Config, ConnectOptions, Connected, Error, Lakebase, Secret};
 
 use crate::clock::SystemClock;
@@ -16,7 +18,7 @@ use crate::clock::SystemClock;
 pub struct SpinHttp;
 
 impl Http for SpinHttp {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, String> {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HostError> {
         let (mut parts, body) = request.into_parts();
         // Without an explicit length a body is sent chunked, which some token endpoints refuse.
         parts
@@ -28,10 +30,10 @@ impl Http for SpinHttp {
         );
         let response = spin_sdk::http::send(request)
             .await
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(HostError::from_wasi_http)?;
         let (parts, body) = response.into_parts();
         // Read at most one byte past the cap: the core refuses a larger answer.
-        let too_large = || format!("answer larger than {} bytes", MAX_BODY);
+        let too_large = || HostError::from(format!("answer larger than {} bytes", MAX_BODY));
         if parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -43,7 +45,7 @@ impl Http for SpinHttp {
         let mut bytes = Vec::new();
         let mut chunks = body.stream();
         while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
-            let chunk = chunk.map_err(|e| format!("{e:?}"))?;
+            let chunk = chunk.map_err(HostError::from_wasi_http)?;
             if bytes.len() + chunk.len() > MAX_BODY {
                 return Err(too_large());
             }
@@ -75,41 +77,43 @@ impl SpinKv {
         }
     }
 
-    async fn store(&self) -> Result<spin_sdk::key_value::Store, String> {
+    async fn store(&self) -> Result<spin_sdk::key_value::Store, HostError> {
         spin_sdk::key_value::Store::open(&self.label)
             .await
             .map_err(|e| {
-                format!(
-                    "cannot open key-value store `{}` ({e:?}); list it in `key_value_stores`",
-                    self.label
-                )
+                HostError::from_store(e).context(|m| {
+                    format!(
+                        "cannot open key-value store `{}` ({m}); list it in `key_value_stores`",
+                        self.label
+                    )
+                })
             })
     }
 }
 
 impl Kv for SpinKv {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
         self.store()
             .await?
             .get(key)
             .await
-            .map_err(|e| format!("{e:?}"))
+            .map_err(HostError::from_store)
     }
 
-    async fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
         self.store()
             .await?
             .set(key, value)
             .await
-            .map_err(|e| format!("{e:?}"))
+            .map_err(HostError::from_store)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), HostError> {
         self.store()
             .await?
             .delete(key)
             .await
-            .map_err(|e| format!("{e:?}"))
+            .map_err(HostError::from_store)
     }
 }
 
@@ -118,11 +122,11 @@ impl Kv for SpinKv {
 pub struct SpinVars;
 
 impl Vars for SpinVars {
-    async fn get(&self, name: &str) -> Result<Option<String>, String> {
+    async fn get(&self, name: &str) -> Result<Option<String>, HostError> {
         match spin_sdk::variables::get(name).await {
             Ok(v) => Ok(Some(v)),
             Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
-            Err(e) => Err(format!("{e:?}")),
+            Err(e) => Err(format!("{e:?}").into()),
         }
     }
 }
@@ -138,13 +142,14 @@ impl Connector for SpinPg {
         &self,
         address: &Secret,
         ca_root: Option<&str>,
-    ) -> Result<Self::Connection, String> {
+    ) -> Result<Self::Connection, ConnectError> {
         let options = spin_sdk::pg::OpenOptions {
             ca_root: ca_root.map(|pem| spin_sdk::pg::Certificate::Text(pem.to_owned())),
         };
+        // Spin reports every connect failure as text (`connection-failed`), SQLSTATE inside.
         spin_sdk::pg::Connection::open_with_options(address.expose(), options)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| ConnectError::from_text(e.to_string()))
     }
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Target, WorkspaceAuth};
-use crate::host::Kv;
+use crate::host::{HostError, HostFailure, Kv};
 use crate::log;
 use crate::seal::Sealer;
 
@@ -121,21 +121,30 @@ impl Cache {
         }
     }
 
-    /// Notes a failed store operation; the first of a run of failures is logged. A store that
-    /// never answered is misconfigured (a label the component may not open, a backend that
-    /// refuses our keys): that is an error to fix, since meanwhile every request mints.
-    fn store_failed(&self, operation: &str, what: &str, error: &str) {
+    /// Notes a failed store operation; the first of a run of failures is logged. A store the
+    /// host refuses (not allowed, unknown), or that never answered otherwise, is misconfigured
+    /// (a label the component may not open, a backend that refuses our keys): that is an error
+    /// to fix, since meanwhile every request mints. One that answered before, or that does not
+    /// answer in time, is down: a warning.
+    fn store_failed(&self, operation: &str, what: &str, error: &HostError) {
         if self.store.failing.fetch_add(1, Ordering::Relaxed) > 0 {
             return;
         }
-        let error = log::cap(error);
-        if self.store.answered.load(Ordering::Relaxed) {
+        let text = log::cap(&error.message);
+        let refused = matches!(
+            error.failure,
+            HostFailure::NotAllowed | HostFailure::NotFound
+        );
+        if !refused
+            && (self.store.answered.load(Ordering::Relaxed)
+                || error.failure == HostFailure::Timeout)
+        {
             log::warn(&format!(
-                "the key-value store stopped answering ({operation} of the {what} record: {error}); the cache is bypassed until it answers again, so requests may mint"
+                "the key-value store is not answering ({operation} of the {what} record: {text}); the cache is bypassed until it answers again, so requests may mint"
             ));
         } else {
             log::error(&format!(
-                "the key-value store refused to {operation} the {what} record: {error}. \
+                "the key-value store refused to {operation} the {what} record: {text}. \
                  Without the store nothing is cached: every request mints a database credential \
                  (a call to the workspace API) and logs in anew. Check the store's configuration: \
                  that this component may open it, and that its backend accepts keys such as `{}` \
@@ -329,21 +338,23 @@ mod tests {
     }
 
     impl Kv for Store {
-        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
+        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, HostError> {
             self.answer(None)
         }
-        async fn set(&self, _: &str, _: &[u8]) -> Result<(), String> {
+        async fn set(&self, _: &str, _: &[u8]) -> Result<(), HostError> {
             self.answer(())
         }
-        async fn delete(&self, _: &str) -> Result<(), String> {
+        async fn delete(&self, _: &str) -> Result<(), HostError> {
             self.answer(())
         }
     }
 
     impl Store {
-        fn answer<T>(&self, value: T) -> Result<T, String> {
+        fn answer<T>(&self, value: T) -> Result<T, HostError> {
             if self.refusing.get() {
-                Err("key cannot be empty or start/end with `.`".into())
+                Err("key cannot be empty or start/end with `.`"
+                    .to_owned()
+                    .into())
             } else {
                 Ok(value)
             }
@@ -391,7 +402,7 @@ mod tests {
         let lines = log::take_lines();
         assert_eq!(lines.len(), 1, "{lines:#?}");
         assert!(
-            lines[0].starts_with("lakebase: warning: the key-value store stopped answering"),
+            lines[0].starts_with("lakebase: warning: the key-value store is not answering"),
             "{}",
             lines[0]
         );

@@ -107,11 +107,19 @@ impl Target {
     }
 }
 
-/// TLS mode of the database connection. Spin parses only these three.
+/// TLS mode of the database connection (`pgsslmode`).
+///
+/// Our hosts verify the server's certificate and host name in every TLS mode (Spin's
+/// `spin:postgres`, and the WASI adapter's rustls), and both parse connection strings with
+/// tokio-postgres, which knows no `verify-full`: strings for them say `require`
+/// ([`SslMode::for_host`]). libpq, psycopg, pgx and node-postgres verify only with
+/// `verify-full`: strings handed to code we do not control say that ([`SslMode::for_clients`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SslMode {
-    /// TLS required (Spin also verifies the certificate). Always use this against Lakebase.
+    /// TLS required, certificate and host name verified (by our hosts). Use this against Lakebase.
     Require,
+    /// The same as [`SslMode::Require`] on our hosts; the name libpq-family clients verify by.
+    VerifyFull,
     /// TLS when the server offers it.
     Prefer,
     /// No TLS: local test servers only, never Lakebase (the token would travel in clear).
@@ -123,9 +131,33 @@ impl SslMode {
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
             SslMode::Prefer => "prefer",
             SslMode::Disable => "disable",
         }
+    }
+
+    /// The mode for a connection string our host opens: `verify-full` is written `require`
+    /// (the host verifies in every TLS mode; its parser, tokio-postgres, refuses `verify-full`).
+    pub fn for_host(self) -> SslMode {
+        match self {
+            SslMode::VerifyFull => SslMode::Require,
+            other => other,
+        }
+    }
+
+    /// The mode for a connection string given to code we do not control: TLS is `verify-full`,
+    /// so that a libpq-family client verifies the certificate as our hosts do.
+    pub fn for_clients(self) -> SslMode {
+        match self {
+            SslMode::Require => SslMode::VerifyFull,
+            other => other,
+        }
+    }
+
+    /// Whether the connection must use TLS.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, SslMode::Require | SslMode::VerifyFull)
     }
 }
 
@@ -173,15 +205,15 @@ pub const DEFAULT_PGPORT: u16 = 5432;
 pub const DEFAULT_PGDATABASE: &str = "databricks_postgres";
 
 impl Config {
-    /// A builder taking the values of the variables by name (see the README's configuration
-    /// table), validated by [`ConfigBuilder::build`] exactly as [`Config::load`] validates them.
+    /// A builder taking the values of the variables (see the README's configuration table),
+    /// one method per variable or [`ConfigBuilder::set`] by name, validated by
+    /// [`ConfigBuilder::build`] exactly as [`Config::load`] validates them.
     ///
     /// ```
     /// let config = lakebase::Config::builder()
-    ///     .set("databricks_host", "adb-1234.5.azuredatabricks.net")
-    ///     .set("databricks_client_id", "00000000-0000-0000-0000-000000000000")
-    ///     .set("databricks_client_secret", "dose-secret")
-    ///     .set("lakebase_endpoint", "projects/p/branches/b/endpoints/e")
+    ///     .databricks_host("adb-1234.5.azuredatabricks.net")
+    ///     .client_credentials("00000000-0000-0000-0000-000000000000", "dose-secret")
+    ///     .lakebase_endpoint("projects/p/branches/b/endpoints/e")
     ///     .build()?;
     /// assert_eq!(config.workspace_url(), "https://adb-1234.5.azuredatabricks.net");
     /// # Ok::<(), lakebase::Error>(())
@@ -252,6 +284,46 @@ impl std::fmt::Debug for ConfigBuilder {
             .collect();
         f.debug_struct("ConfigBuilder").field("set", &set).finish()
     }
+}
+
+/// One method per variable: `ConfigBuilder::pgport("5432")` is `set("pgport", "5432")`.
+macro_rules! variable_setters {
+    ($($method:ident => $name:ident;)*) => {
+        impl ConfigBuilder {
+    /// An OAuth M2M service principal: `databricks_client_id` and `databricks_client_secret`.
+    pub fn client_credentials(
+        self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        self.databricks_client_id(client_id)
+            .databricks_client_secret(client_secret)
+    }
+
+            $(
+                #[doc = concat!("Sets `", stringify!($method), "` (see [`ConfigBuilder::set`]).")]
+                pub fn $method(self, value: impl Into<String>) -> Self {
+                    self.set(var::$name, value)
+                }
+            )*
+        }
+    };
+}
+
+variable_setters! {
+    databricks_host => DATABRICKS_HOST;
+    databricks_client_id => DATABRICKS_CLIENT_ID;
+    databricks_client_secret => DATABRICKS_CLIENT_SECRET;
+    databricks_token => DATABRICKS_TOKEN;
+    lakebase_endpoint => LAKEBASE_ENDPOINT;
+    lakebase_instance => LAKEBASE_INSTANCE;
+    pghost => PGHOST;
+    pgport => PGPORT;
+    pgdatabase => PGDATABASE;
+    pgsslmode => PGSSLMODE;
+    pguser => PGUSER;
+    lakebase_ca_root => LAKEBASE_CA_ROOT;
+    lakebase_idle_session_timeout => LAKEBASE_IDLE_SESSION_TIMEOUT;
 }
 
 impl ConfigBuilder {
@@ -413,13 +485,14 @@ impl ConfigBuilder {
 
         let sslmode = match self.pgsslmode.as_deref() {
             None | Some("require") => SslMode::Require,
+            Some("verify-full") => SslMode::VerifyFull,
             Some("prefer") => SslMode::Prefer,
             Some("disable") => SslMode::Disable,
             Some(_) => {
                 // The value is not echoed: a misplaced secret must not reach a log.
                 return Err(Error::config(
                     var::PGSSLMODE,
-                    "variable `pgsslmode` must be `require`, `prefer` or `disable` (Spin verifies the certificate in every TLS mode)",
+                    "variable `pgsslmode` must be `require`, `verify-full`, `prefer` or `disable` (our hosts verify the certificate in every TLS mode)",
                 ));
             }
         };
@@ -435,7 +508,7 @@ impl ConfigBuilder {
         // Token auth sends the token as a plaintext password: without TLS (`disable`), or with
         // TLS that anyone on the path can refuse (`prefer`), it crosses the network in clear.
         let db_host_is_local = self.pghost.as_deref().is_some_and(is_loopback);
-        if sslmode != SslMode::Require && !db_host_is_local {
+        if !sslmode.requires_tls() && !db_host_is_local {
             return Err(Error::config(
                 var::PGSSLMODE,
                 format!(
@@ -799,7 +872,7 @@ mod tests {
             ),
             (
                 ConfigBuilder {
-                    pgsslmode: Some("verify-full".into()),
+                    pgsslmode: Some("verify-ca".into()),
                     ..raw()
                 },
                 "pgsslmode",

@@ -59,6 +59,11 @@ impl Credential {
         reuse_until(self.minted_at, self.expires_at)
     }
 
+    /// The time left at `now` before the server's expiry (zero once past it).
+    pub fn expires_in(&self, now: DateTime<Utc>) -> std::time::Duration {
+        (self.expires_at - now).to_std().unwrap_or_default()
+    }
+
     /// Whether it may still be served at `now` (stale at exactly [`Credential::reuse_until`]).
     pub fn is_fresh(&self, now: DateTime<Utc>) -> bool {
         Expiring::is_fresh(self, now)

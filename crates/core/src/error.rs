@@ -110,6 +110,13 @@ impl Error {
         Error::new(kind, message)
     }
 
+    /// A `configuration` error about one variable of the configuration table (so that
+    /// [`Error::variable`] names it), for adapters that refuse a value the core accepts (e.g.
+    /// `lakebase_ca_root` on a host that takes no CA). The message must name the variable.
+    pub fn for_variable(variable: &'static str, message: impl Into<String>) -> Self {
+        Error::config(variable, message)
+    }
+
     /// Who must act.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -9,13 +9,13 @@ use crate::cache::{Cache, Lease};
 use crate::config::{Config, IdleSession, WorkspaceAuth};
 use crate::conn_string::{AddressMemo, connection_string};
 use crate::credential::{Credential, CredentialSource};
-use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, within};
+use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, OpenWatch, within};
 use crate::error::{Error, ErrorKind};
 use crate::expiry::Expiring as _;
 use crate::flight::{Flight, next_poll};
-use crate::host::{Clock, Connector, ConnectorNow, Http, Kv};
+use crate::host::{Clock, ConnectError, ConnectFailure, Connector, ConnectorNow, Http, Kv};
 use crate::log;
-use crate::login::{LoginFailure, classify_login_failure, login_error};
+use crate::login::{LoginFailure, classify, login_error};
 use crate::outage::Outage;
 use crate::rejection::Rejection;
 use crate::retry::{self, Attempt, RetryPolicy, Stop};
@@ -60,6 +60,8 @@ pub struct Lakebase<H, K, C> {
     instance_id: String,
     /// Connection strings of the credentials in use.
     addresses: AddressMemo,
+    /// Which opens race a host timer of their own.
+    opens: OpenWatch,
 }
 
 impl<H, K, C: Clock> std::fmt::Debug for Lakebase<H, K, C> {
@@ -86,6 +88,15 @@ pub struct Connected<T> {
     /// The credential used (its token is the password that worked).
     pub credential: Credential,
     /// Where the credential came from on this call.
+    pub source: CredentialSource,
+}
+
+/// A credential and where it came from on this call: what [`Lakebase::credential`] returns.
+#[derive(Clone, Debug)]
+pub struct Obtained {
+    /// The credential (its token is the Postgres password).
+    pub credential: Credential,
+    /// Where it came from on this call.
     pub source: CredentialSource,
 }
 
@@ -130,6 +141,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             flight: Flight::default(),
             instance_id: uuid::Uuid::new_v4().to_string(),
             addresses: AddressMemo::default(),
+            opens: OpenWatch::default(),
         }
     }
 
@@ -153,7 +165,13 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// it ([`Credential::serve_until`]), it is served while another request of the instance
     /// refreshes it, and when the refresh fails for a transient reason (the refresh is then tried
     /// again after a back-off, not on every request).
-    pub async fn credential(&self) -> Result<(Credential, CredentialSource), Error> {
+    pub async fn credential(&self) -> Result<Obtained, Error> {
+        let (credential, source) = self.current_credential().await?;
+        Ok(Obtained { credential, source })
+    }
+
+    /// [`Lakebase::credential`], as the pair the cache's internals pass around.
+    async fn current_credential(&self) -> Result<(Credential, CredentialSource), Error> {
         let clock = &self.seams.clock;
         // The warm path: one clock read and one copy.
         if let Some(c) = self.credential.fresh_in_memory(clock.now()) {
@@ -338,6 +356,19 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         if let Some(found) = self.defer_to_other_minter(fallback.as_ref()).await {
             return Ok(found);
         }
+        // A record written since the first look, by an instance that minted and let its lease
+        // go before this one looked for a lease (cold instances that start a few milliseconds
+        // apart, as every request on Spin's WASIp2): taken instead of a second mint.
+        let now = self.seams.clock.now();
+        if let Some(c) = self
+            .stored_fitting(now)
+            .await
+            .filter(|c| goal.met_by(c, now))
+        {
+            self.credential.remember(c.clone());
+            self.outage.clear();
+            return Ok((c, CredentialSource::Kv));
+        }
         let minted = match self.mint().await {
             Ok(c) => c,
             Err(e) => {
@@ -380,12 +411,12 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         }
     }
 
-    /// Forgets the credential whose token is `password`, in memory and in the key-value store,
+    /// Forgets the credential whose token is `token`, in memory and in the key-value store,
     /// unless another credential has already replaced it there. Returns whether a cached
     /// credential was dropped. [`Lakebase::connect`] does this itself when a login is rejected;
     /// call it when a connection opened otherwise (with [`Lakebase::connection_string`]) is.
-    pub async fn invalidate(&self, password: &str) -> bool {
-        let matches = |c: &Credential| c.token.expose() == password;
+    pub async fn invalidate(&self, token: &Secret) -> bool {
+        let matches = |c: &Credential| c.token == *token;
         self.credential
             .forget(&self.seams.cache, &self.seams.kv(), matches)
             .await
@@ -435,7 +466,14 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 });
             }
             Err((LoginFailure::Rejected, _)) => credential,
-            Err((failure, message)) => return Err(login_error(failure, message, &credential)),
+            Err((failure, message)) => {
+                return Err(login_error(
+                    failure,
+                    message,
+                    &credential,
+                    self.ca_root_set(options),
+                ));
+            }
         };
         if let Some(r) = self.known_rejection(&failure).await {
             return Err(r.error());
@@ -445,7 +483,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             failure.token.fingerprint(),
             failure.user
         ));
-        self.invalidate(failure.token.expose()).await;
+        self.invalidate(&failure.token).await;
         let (fresh, source) = self.credential_for(options).await?;
         let started = self.seams.clock.now();
         match self.open(connector, &fresh, options, started).await {
@@ -457,7 +495,12 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             Err((LoginFailure::Rejected, message)) => {
                 Err(self.remember_rejection(&fresh, message).await)
             }
-            Err((failure, message)) => Err(login_error(failure, message, &fresh)),
+            Err((failure, message)) => Err(login_error(
+                failure,
+                message,
+                &fresh,
+                self.ca_root_set(options),
+            )),
         }
     }
 
@@ -517,8 +560,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 source: CredentialSource::Memory,
             }),
             Err(e) => {
-                let message = log::cap(&scrub(&e, &[&credential.token, &address]));
-                Err(match classify_login_failure(&message) {
+                let (failure, message) = failure_and_text(&e, &[&credential.token, &address]);
+                Err(match classify(&failure, &message) {
                     LoginFailure::Rejected => Error::new(
                         ErrorKind::Database,
                         format!(
@@ -528,7 +571,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     )
                     .with_sqlstate("28P01")
                     .with_source(crate::error::Cause(message)),
-                    failure => login_error(failure, message, &credential),
+                    failure => login_error(failure, message, &credential, ca_root.is_some()),
                 })
             }
         }
@@ -539,12 +582,13 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         &self,
         options: &ConnectOptions,
     ) -> Result<(Credential, CredentialSource), Error> {
-        let (credential, source) = self.credential().await?;
+        let (credential, source) = self.current_credential().await?;
         Ok((with_database(credential, options), source))
     }
 
     /// The URL-form connection string of `c` with the configured `sslmode` (a secret: it holds
-    /// the token), for a Postgres client that is not a [`Connector`].
+    /// the token), for a Postgres client of our hosts that is not a [`Connector`] (`verify-full`
+    /// is written `require`: [`SslMode::for_host`](crate::SslMode::for_host)).
     ///
     /// It asks the server to close the session after it has been idle for
     /// [`Credential::idle_session_timeout`] (or `lakebase_idle_session_timeout`), so that
@@ -553,22 +597,37 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// The string of a credential is built once (percent-encoding a token of about a kilobyte)
     /// and then served from memory while that credential is in use.
     pub fn connection_string(&self, c: &Credential) -> Secret {
-        self.addresses.get_or_build(c, || {
-            let idle = match self.config.idle_session {
-                IdleSession::FromCredential => Some(c.idle_session_timeout()),
-                IdleSession::Seconds(secs) => Some(Duration::from_secs(secs.into())),
-                IdleSession::Off => None,
-            };
-            connection_string(
-                &c.user,
-                &c.token,
-                &c.host,
-                c.port,
-                &c.database,
-                self.config.sslmode,
-                idle,
-            )
-        })
+        self.addresses
+            .get_or_build(c, || self.string_with(c, self.config.sslmode.for_host()))
+    }
+
+    /// `c`'s connection string for code we do not control (a component that speaks Postgres
+    /// itself, in any language): as [`Lakebase::connection_string`], with `sslmode=verify-full`
+    /// where that says `require`, since libpq, psycopg, pgx and node-postgres verify the
+    /// server's certificate only then. With `lakebase_ca_root` set, the client must also be
+    /// given that CA (libpq: `sslrootcert=<file>`); with Lakebase's public certificates, the
+    /// client's trusted roots (libpq 16: `sslrootcert=system`). Spin's `spin:postgres` refuses
+    /// this string: give it [`Lakebase::connection_string`].
+    pub fn client_connection_string(&self, c: &Credential) -> Secret {
+        self.string_with(c, self.config.sslmode.for_clients())
+    }
+
+    /// `c`'s connection string with `sslmode`, asking for the configured `idle_session_timeout`.
+    fn string_with(&self, c: &Credential, sslmode: crate::SslMode) -> Secret {
+        let idle = match self.config.idle_session {
+            IdleSession::FromCredential => Some(c.idle_session_timeout()),
+            IdleSession::Seconds(secs) => Some(Duration::from_secs(secs.into())),
+            IdleSession::Off => None,
+        };
+        connection_string(
+            &c.user,
+            &c.token,
+            &c.host,
+            c.port,
+            &c.database,
+            sslmode,
+            idle,
+        )
     }
 
     /// One login, retrying transient failures within the retry policy (its time budget counted
@@ -586,20 +645,39 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             .as_deref()
             .or(self.config.ca_root.as_deref());
         let clock = &self.seams.clock;
+        let first = std::cell::Cell::new(true);
+        let started_ms = started.timestamp_millis();
         let attempt = || async {
-            let opened = within(clock, CONNECT_TIMEOUT, connector.open(&address, ca_root))
-                .await
-                .unwrap_or_else(|| {
-                    Err(format!(
-                        "no answer within {} s (timed out)",
-                        CONNECT_TIMEOUT.as_secs()
-                    ))
-                });
-            let message = match opened {
-                Ok(conn) => return Attempt::Done(Ok(conn)),
-                Err(e) => log::cap(&scrub(&e, &[&c.token, &address])),
+            // Only a first attempt may go untimed: a retry follows a failure.
+            let untimed = if first.replace(false) {
+                self.opens.untimed(started_ms)
+            } else {
+                None
             };
-            match classify_login_failure(&message) {
+            let open = connector.open(&address, ca_root);
+            let opened = match untimed {
+                Some(_slot) => open.await,
+                None => within(clock, CONNECT_TIMEOUT, open)
+                    .await
+                    .unwrap_or_else(|| {
+                        Err(ConnectError::new(
+                            ConnectFailure::Network,
+                            format!(
+                                "no answer within {} s (timed out)",
+                                CONNECT_TIMEOUT.as_secs()
+                            ),
+                        ))
+                    }),
+            };
+            let message = match opened {
+                Ok(conn) => {
+                    self.opens.succeeded(started_ms);
+                    return Attempt::Done(Ok(conn));
+                }
+                Err(e) => failure_and_text(&e, &[&c.token, &address]),
+            };
+            let (failure, message) = message;
+            match classify(&failure, &message) {
                 LoginFailure::Transient => Attempt::Again {
                     failure: format!("connecting to {}:{} failed ({message})", c.host, c.port),
                     hint: None,
@@ -618,6 +696,11 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     format!("{failure} (after {attempts} attempts)"),
                 ),
             })
+    }
+
+    /// Whether a CA root is given to the connect (`options`' own, else the configuration's).
+    fn ca_root_set(&self, options: &ConnectOptions) -> bool {
+        options.ca_root.is_some() || self.config.ca_root.is_some()
     }
 
     /// The shared record, fresh or not, if it fits this configuration (else logged once).
@@ -799,4 +882,16 @@ pub fn not_in_memory() -> Error {
         ErrorKind::Unavailable,
         "no credential in this instance's memory yet, and a synchronous connect cannot wait to obtain one: make one asynchronous call first (connect or credential)",
     )
+}
+
+/// A connect error's kind, and its text as it may be shown: secrets scrubbed, length capped, and
+/// the server's SQLSTATE in it when the kind carries one and the text does not.
+fn failure_and_text(e: &ConnectError, secrets: &[&Secret]) -> (ConnectFailure, String) {
+    let mut text = log::cap(&scrub(&e.message, secrets));
+    if let ConnectFailure::Server { sqlstate } = &e.failure
+        && !text.contains(sqlstate.as_str())
+    {
+        text.push_str(&format!(" (SQLSTATE {sqlstate})"));
+    }
+    (e.failure.clone(), text)
 }

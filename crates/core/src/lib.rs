@@ -32,6 +32,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod adapter;
+mod address;
 mod cache;
 mod config;
 mod conn_string;
@@ -42,7 +43,7 @@ mod expiry;
 mod flight;
 pub mod host;
 mod lakebase;
-mod log;
+pub mod log;
 mod login;
 mod outage;
 #[cfg(test)]
@@ -59,7 +60,7 @@ mod workspace;
 pub use config::{Config, ConfigBuilder, SslMode, Target};
 pub use credential::{Credential, CredentialSource};
 pub use error::{Error, ErrorKind};
-pub use lakebase::{ConnectOptions, Connected, Lakebase};
+pub use lakebase::{ConnectOptions, Connected, Lakebase, Obtained};
 pub use retry::RetryPolicy;
 pub use secret::Secret;
 

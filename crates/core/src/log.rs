@@ -1,22 +1,78 @@
-//! Log lines on stderr (Spin collects a component's stderr). Callers never pass secrets here.
+//! The library's log lines: a mint, a rejected token, a failing store or refresh. They go to
+//! stderr by default (Spin and wasmCloud collect a component's stderr); [`set_sink`] sends them
+//! elsewhere, filters or silences them. No line ever holds a token, secret or connection string.
+//!
+//! ```
+//! // Only warnings and errors, through the app's own logging:
+//! fn quieter(level: lakebase::log::Level, message: &str) {
+//!     if level <= lakebase::log::Level::Warn {
+//!         lakebase::log::stderr(level, message);
+//!     }
+//! }
+//! lakebase::log::set_sink(quieter);
+//! ```
+
+use std::sync::RwLock;
+
+/// How much a line matters; `Error < Warn < Info`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Someone must fix something (the app goes on, worse): a store that refuses every key.
+    Error,
+    /// Something failed and was worked around: a refresh that failed, a record ignored.
+    Warn,
+    /// What happened: a token obtained, a credential minted, a token rejected and replaced.
+    Info,
+}
+
+/// Where log lines go: the level and the message (without any prefix).
+pub type Sink = fn(Level, &str);
+
+static SINK: RwLock<Sink> = RwLock::new(stderr);
+
+/// Sends the library's log lines to `sink` from now on (for the whole instance).
+pub fn set_sink(sink: Sink) {
+    *SINK.write().unwrap_or_else(|p| p.into_inner()) = sink;
+}
+
+/// The default sink: `lakebase: <message>` on stderr, `lakebase: warning: …` and
+/// `lakebase: error: …` for the other levels.
+pub fn stderr(level: Level, message: &str) {
+    match level {
+        Level::Error => eprintln!("lakebase: error: {message}"),
+        Level::Warn => eprintln!("lakebase: warning: {message}"),
+        Level::Info => eprintln!("lakebase: {message}"),
+    }
+}
+
+/// A sink that drops every line.
+pub fn silent(_: Level, _: &str) {}
 
 pub(crate) fn warn(message: &str) {
-    emit(format!("lakebase: warning: {message}"));
+    emit(Level::Warn, message);
 }
 
 /// A problem the operator has to fix (the app works on, worse).
 pub(crate) fn error(message: &str) {
-    emit(format!("lakebase: error: {message}"));
+    emit(Level::Error, message);
 }
 
 pub(crate) fn info(message: &str) {
-    emit(format!("lakebase: {message}"));
+    emit(Level::Info, message);
 }
 
-fn emit(line: String) {
+fn emit(level: Level, message: &str) {
     #[cfg(test)]
-    LINES.with(|lines| lines.borrow_mut().push(line.clone()));
-    eprintln!("{line}");
+    LINES.with(|lines| {
+        let prefix = match level {
+            Level::Error => "lakebase: error: ",
+            Level::Warn => "lakebase: warning: ",
+            Level::Info => "lakebase: ",
+        };
+        lines.borrow_mut().push(format!("{prefix}{message}"))
+    });
+    let sink = *SINK.read().unwrap_or_else(|p| p.into_inner());
+    sink(level, message);
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
-//! What a failed Postgres login means, and the error that says who must act. Spin reports every
-//! connect failure as a string (with the server's SQLSTATE inside when there was one).
+//! What a failed Postgres login means, and the error that says who must act. An adapter that
+//! knows the kind of failure says so ([`ConnectFailure`]); Spin reports every connect failure as
+//! text (with the server's SQLSTATE inside when there was one), which is then read.
 
 use crate::config::var;
 use crate::credential::Credential;
 use crate::error::{Cause, Error, ErrorKind};
+use crate::host::ConnectFailure;
 
 /// What a failed login means.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,6 +18,33 @@ pub(crate) enum LoginFailure {
     Transient,
 }
 
+/// What `failure` means; `message` (the host's text) decides only what the kind leaves open.
+pub(crate) fn classify(failure: &ConnectFailure, message: &str) -> LoginFailure {
+    match failure {
+        ConnectFailure::Server { sqlstate } => match sqlstate.as_str() {
+            "28P01" => LoginFailure::Rejected,
+            "28000" => LoginFailure::Fatal(ErrorKind::Permission, Some(var::PGUSER)),
+            "3D000" => LoginFailure::Fatal(ErrorKind::NotFound, Some(var::PGDATABASE)),
+            // Busy, starting, shutting down, or the connection broke.
+            s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
+                LoginFailure::Transient
+            }
+            // Another SQLSTATE: what the text says (a proxy's "not a valid JWT", say).
+            _ => classify_login_failure(message),
+        },
+        ConnectFailure::NotAllowed => {
+            LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGHOST))
+        }
+        ConnectFailure::Certificate => {
+            LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_CA_ROOT))
+        }
+        ConnectFailure::Tls => LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGSSLMODE)),
+        ConnectFailure::Network => LoginFailure::Transient,
+        ConnectFailure::Unknown => classify_login_failure(message),
+    }
+}
+
+/// What a failed login means, read from the host's text alone.
 pub(crate) fn classify_login_failure(message: &str) -> LoginFailure {
     let m = message.to_ascii_lowercase();
     if m.contains("28p01")
@@ -42,7 +71,13 @@ pub(crate) fn classify_login_failure(message: &str) -> LoginFailure {
     }
 }
 
-pub(crate) fn login_error(failure: LoginFailure, message: String, c: &Credential) -> Error {
+/// The error of a failed login; `ca_root_set`: whether a CA root was given to the connect.
+pub(crate) fn login_error(
+    failure: LoginFailure,
+    message: String,
+    c: &Credential,
+    ca_root_set: bool,
+) -> Error {
     let (kind, text) = match failure {
         LoginFailure::Fatal(ErrorKind::Permission, _) => (
             ErrorKind::Permission,
@@ -62,12 +97,36 @@ pub(crate) fn login_error(failure: LoginFailure, message: String, c: &Credential
         ),
         LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_CA_ROOT)) => (
             ErrorKind::Configuration,
+            if ca_root_set {
+                format!(
+                    "the TLS certificate of {}:{} was refused with the CA of `{}` ({}): it must hold the CA that signed the server's certificate (not the server's own certificate), and the certificate must name `{}`",
+                    c.host,
+                    c.port,
+                    var::LAKEBASE_CA_ROOT,
+                    message,
+                    var::PGHOST
+                )
+            } else {
+                format!(
+                    "the TLS certificate of {}:{} was refused ({}): if the server uses a private CA, set `{}` to its PEM; check `{}`",
+                    c.host,
+                    c.port,
+                    message,
+                    var::LAKEBASE_CA_ROOT,
+                    var::PGHOST
+                )
+            },
+        ),
+        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::PGSSLMODE)) => (
+            ErrorKind::Configuration,
             format!(
-                "the TLS certificate of {}:{} is not trusted: set `{}` to the CA's PEM (or check `{}`)",
+                "TLS with postgres at {}:{} could not be set up ({}): the token is sent only over TLS; check `{}`/`{}` (a Lakebase endpoint speaks TLS) and `{}`",
                 c.host,
                 c.port,
-                var::LAKEBASE_CA_ROOT,
-                var::PGSSLMODE
+                message,
+                var::PGHOST,
+                var::PGPORT,
+                var::LAKEBASE_CA_ROOT
             ),
         ),
         LoginFailure::Fatal(kind, _) => (
@@ -85,7 +144,9 @@ pub(crate) fn login_error(failure: LoginFailure, message: String, c: &Credential
             format!("could not connect to postgres at {}:{}", c.host, c.port),
         ),
     };
-    let sqlstate = ["28000", "3D000"].into_iter().find(|s| message.contains(s));
+    let sqlstate = ["28000", "3D000"]
+        .into_iter()
+        .find(|s| message.contains(&format!("SQLSTATE {s}")) || message.contains(s));
     let mut e = Error::new(kind, text).with_source(Cause(message));
     if let Some(s) = sqlstate {
         e = e.with_sqlstate(s);
@@ -149,6 +210,68 @@ mod tests {
         ];
         for (message, want) in cases {
             assert_eq!(classify_login_failure(message), want, "{message}");
+        }
+    }
+
+    #[test]
+    fn typed_failures_are_classified_on_their_kind_not_their_text() {
+        use LoginFailure::*;
+        let server = |s: &str| ConnectFailure::Server {
+            sqlstate: s.to_owned(),
+        };
+        let cases = [
+            (server("28P01"), "", Rejected),
+            (
+                server("28000"),
+                "",
+                Fatal(ErrorKind::Permission, Some("pguser")),
+            ),
+            (
+                server("3D000"),
+                "",
+                Fatal(ErrorKind::NotFound, Some("pgdatabase")),
+            ),
+            (
+                server("57P03"),
+                "the database system is starting up",
+                Transient,
+            ),
+            (server("53300"), "too many connections", Transient),
+            // An unknown SQLSTATE falls back on the text.
+            (
+                server("XX000"),
+                "Provided authentication token is not a valid JWT encoding",
+                Rejected,
+            ),
+            // Text that would mislead a reader of text alone.
+            (
+                ConnectFailure::Tls,
+                "server does not support TLS",
+                Fatal(ErrorKind::Configuration, Some("pgsslmode")),
+            ),
+            (
+                ConnectFailure::Network,
+                "certificate store unreachable",
+                Transient,
+            ),
+            (
+                ConnectFailure::Certificate,
+                "UnknownIssuer",
+                Fatal(ErrorKind::Configuration, Some("lakebase_ca_root")),
+            ),
+            (
+                ConnectFailure::NotAllowed,
+                "",
+                Fatal(ErrorKind::Configuration, Some("pghost")),
+            ),
+            (
+                ConnectFailure::Unknown,
+                "password authentication failed",
+                Rejected,
+            ),
+        ];
+        for (failure, message, want) in cases {
+            assert_eq!(classify(&failure, message), want, "{failure:?} {message}");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::host::Clock;
+use crate::host::{Clock, HostError, HostFailure};
 use crate::log;
 
 /// Bounds on retrying the Databricks API and the first database connection.
@@ -51,33 +51,41 @@ pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 429 | 502 | 503 | 504)
 }
 
-/// A transport failure (no HTTP answer) that no retry can fix, with what to do about it:
-/// the host does not allow the destination, the name does not resolve, the certificate was
-/// refused. `None`: it may pass (refused, reset, timed out).
-pub(crate) fn transport_configuration_error(message: &str) -> Option<&'static str> {
-    let m = message.to_ascii_lowercase();
+/// What to do about a transport failure (no HTTP answer) that no retry can fix: the host does
+/// not allow the destination, the name does not resolve, the certificate was refused. `None`:
+/// it may pass (refused, reset, timed out). Decided on the host's classification; a host that
+/// gives text only ([`HostFailure::Other`]) is read by its words.
+pub(crate) fn transport_configuration_error(e: &HostError) -> Option<&'static str> {
+    const NOT_ALLOWED: &str = "the host does not allow it: add the workspace URL (e.g. \"{{ databricks_host }}\") to `allowed_outbound_hosts` in spin.toml, and check `databricks_host`";
+    const NOT_RESOLVED: &str = "the host name does not resolve: check `databricks_host`";
+    const CERTIFICATE: &str =
+        "its TLS certificate was refused: check `databricks_host` (a workspace URL, not a proxy)";
+    match e.failure {
+        HostFailure::NotAllowed => return Some(NOT_ALLOWED),
+        HostFailure::NotFound => return Some(NOT_RESOLVED),
+        HostFailure::Certificate => return Some(CERTIFICATE),
+        HostFailure::Timeout => return None,
+        _ => {}
+    }
+    let m = e.message.to_ascii_lowercase();
     if m.contains("httprequestdenied")
         || m.contains("not allowed")
         || m.contains("not permitted")
         || m.contains("allowed_outbound_hosts")
     {
-        Some(
-            "the host does not allow it: add the workspace URL (e.g. \"{{ databricks_host }}\") to `allowed_outbound_hosts` in spin.toml, and check `databricks_host`",
-        )
+        Some(NOT_ALLOWED)
     } else if m.contains("dnserror")
         || m.contains("dns error")
         || m.contains("destinationnotfound")
         || m.contains("name or service not known")
         || m.contains("failed to lookup")
     {
-        Some("the host name does not resolve: check `databricks_host`")
+        Some(NOT_RESOLVED)
     } else if m.contains("tlscertificateerror")
         || m.contains("certificate")
         || m.contains("unknownissuer")
     {
-        Some(
-            "its TLS certificate was refused: check `databricks_host` (a workspace URL, not a proxy)",
-        )
+        Some(CERTIFICATE)
     } else {
         None
     }

@@ -11,7 +11,7 @@ use crate::config::{Config, Target, WorkspaceAuth, var};
 use crate::deadline::{HTTP_TIMEOUT, MAX_BODY, within};
 use crate::error::{Cause, Error, ErrorKind};
 use crate::expiry::{ASSUMED_LIFETIME, Expiring, workspace_token_until};
-use crate::host::{Clock, Http, HttpRequest, HttpResponse, Kv};
+use crate::host::{Clock, HostError, HostFailure, Http, HttpRequest, HttpResponse, Kv};
 use crate::log;
 use crate::protocol;
 use crate::retry::{
@@ -287,7 +287,12 @@ impl WorkspaceClient {
         let attempt = || async {
             let sent = within(&seams.clock, HTTP_TIMEOUT, seams.http.send(build()))
                 .await
-                .unwrap_or_else(|| Err(format!("no answer within {} s", HTTP_TIMEOUT.as_secs())));
+                .unwrap_or_else(|| {
+                    Err(HostError::new(
+                        HostFailure::Timeout,
+                        format!("no answer within {} s", HTTP_TIMEOUT.as_secs()),
+                    ))
+                });
             match sent {
                 Ok(response) if response.body().len() > MAX_BODY => Attempt::Done(Err(Error::new(
                     ErrorKind::Unavailable,
@@ -306,8 +311,9 @@ impl WorkspaceClient {
                 },
                 Ok(response) => Attempt::Done(Ok(response)),
                 Err(e) => {
-                    let e = log::cap(&self.scrub(&e));
-                    if let Some(fix) = transport_configuration_error(&e) {
+                    let fix = transport_configuration_error(&e);
+                    let e = log::cap(&self.scrub(&e.message));
+                    if let Some(fix) = fix {
                         return Attempt::Done(Err(Error::config(
                             var::DATABRICKS_HOST,
                             format!("cannot reach {} for {what}: {fix}", self.url),

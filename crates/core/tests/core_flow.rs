@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use fakes::*;
 use futures::executor::block_on;
-use lakebase::{Config, CredentialSource, ErrorKind, Lakebase, RetryPolicy};
+use lakebase::{Config, CredentialSource, ErrorKind, Lakebase, Obtained, RetryPolicy, Secret};
 
 const START: &str = "2026-02-06T12:00:00Z";
 
@@ -54,14 +54,17 @@ impl World {
 }
 
 fn source(c: &Client) -> CredentialSource {
-    block_on(c.credential()).unwrap().1
+    block_on(c.credential()).unwrap().source
 }
 
 #[test]
 fn cold_mint_then_reuse_from_memory_and_kv() {
     let w = World::m2m();
     let a = w.instance();
-    let (cred, src) = block_on(a.credential()).unwrap();
+    let Obtained {
+        credential: cred,
+        source: src,
+    } = block_on(a.credential()).unwrap();
     assert_eq!(src, CredentialSource::Minted);
     assert_eq!(
         cred.user, CLIENT_ID,
@@ -107,9 +110,12 @@ fn cold_mint_then_reuse_from_memory_and_kv() {
 fn remints_at_exactly_45_minutes_and_after() {
     let w = World::m2m();
     let a = w.instance();
-    let (first, _) = block_on(a.credential()).unwrap();
+    let first = block_on(a.credential()).unwrap().credential;
     w.clock.advance(TimeDelta::minutes(45));
-    let (second, src) = block_on(a.credential()).unwrap();
+    let Obtained {
+        credential: second,
+        source: src,
+    } = block_on(a.credential()).unwrap();
     assert_eq!(src, CredentialSource::Minted, "stale at the boundary");
     assert_ne!(first.token, second.token);
     assert_eq!(w.ws.mints(), 2);
@@ -128,7 +134,7 @@ fn server_expiry_earlier_than_45_minutes_wins() {
     let w = World::m2m();
     w.ws.set_db_token_lifetime(TimeDelta::minutes(20));
     let a = w.instance();
-    let (cred, _) = block_on(a.credential()).unwrap();
+    let cred = block_on(a.credential()).unwrap().credential;
     // expires 12:20:00.123; served until 2 minutes before.
     assert_eq!(cred.reuse_until().to_rfc3339(), "2026-02-06T12:18:00+00:00");
     w.clock
@@ -144,7 +150,7 @@ fn autoscaling_expire_time_with_every_fraction_width() {
         let w = World::m2m();
         w.ws.set_fraction_digits(digits);
         w.ws.set_db_token_lifetime(TimeDelta::minutes(30));
-        let (cred, _) = block_on(w.instance().credential()).unwrap();
+        let cred = block_on(w.instance().credential()).unwrap().credential;
         // Minted at 12:00:00 (+100 ms of lease settling); the fake adds 123 ms to its expiry.
         assert_eq!(
             cred.expires_at.timestamp(),
@@ -180,7 +186,10 @@ fn provisioned_api_reads_expiration_time() {
     let w = provisioned_world();
     w.ws.set_db_token_lifetime(TimeDelta::minutes(30));
     w.ws.set_fraction_digits(6);
-    let (cred, src) = block_on(w.instance().credential()).unwrap();
+    let Obtained {
+        credential: cred,
+        source: src,
+    } = block_on(w.instance().credential()).unwrap();
     assert_eq!(src, CredentialSource::Minted);
     assert_eq!(w.ws.count(PROVISIONED_ROUTE), 1);
     assert_eq!(w.ws.count(INSTANCE_ROUTE), 1);
@@ -200,7 +209,7 @@ fn unreadable_expiry_assumes_one_hour() {
     let w = provisioned_world();
     w.ws.set_provisioned_expiry_field("expire_time"); // the wrong field: as if the API changed
     w.ws.set_db_token_lifetime(TimeDelta::minutes(10));
-    let (cred, _) = block_on(w.instance().credential()).unwrap();
+    let cred = block_on(w.instance().credential()).unwrap().credential;
     assert_eq!(cred.expires_at, w.clock.get() + TimeDelta::hours(1));
     assert_eq!(cred.reuse_until(), w.clock.get() + TimeDelta::minutes(45));
 }
@@ -235,7 +244,10 @@ fn rejected_workspace_token_is_refreshed_once_and_retried() {
     block_on(a.credential()).unwrap();
     w.ws.expire_workspace_tokens();
     w.clock.advance(TimeDelta::minutes(46));
-    let (_, src) = block_on(a.credential()).unwrap();
+    let Obtained {
+        credential: _,
+        source: src,
+    } = block_on(a.credential()).unwrap();
     assert_eq!(src, CredentialSource::Minted);
     assert_eq!(w.ws.count(TOKEN_ROUTE), 2, "401 → new workspace token");
     // The first call of the second mint (the host look-up) got the 401 and was retried.
@@ -279,7 +291,10 @@ fn retries_429_and_503_honouring_retry_after() {
         Scripted::Status(503, None, "<html>unavailable</html>".into()),
     );
     w.ws.script(AUTOSCALING_ROUTE, Scripted::Network("connection reset"));
-    let (_, src) = block_on(w.instance().credential()).unwrap();
+    let Obtained {
+        credential: _,
+        source: src,
+    } = block_on(w.instance().credential()).unwrap();
     assert_eq!(src, CredentialSource::Minted);
     assert_eq!(w.ws.count(AUTOSCALING_ROUTE), 4);
     assert_eq!(
@@ -404,7 +419,7 @@ fn pat_user_comes_from_scim_and_pat_is_sent_as_bearer() {
         ("lakebase_endpoint", ENDPOINT),
         ("pghost", "db.example.com"),
     ]);
-    let (cred, _) = block_on(w.instance().credential()).unwrap();
+    let cred = block_on(w.instance().credential()).unwrap().credential;
     assert_eq!(cred.user, PAT_USER);
     assert_eq!(cred.host, "db.example.com", "configured host: no look-up");
     assert_eq!(w.ws.count(ENDPOINT_ROUTE), 0);
@@ -461,7 +476,7 @@ fn concurrent_requests_in_one_instance_share_one_mint() {
     let w = World::m2m();
     let a = w.instance();
     let results = block_on(futures::future::join_all((0..8).map(|_| a.credential())));
-    let sources: Vec<_> = results.into_iter().map(|r| r.unwrap().1).collect();
+    let sources: Vec<_> = results.into_iter().map(|r| r.unwrap().source).collect();
     assert_eq!(w.ws.mints(), 1);
     assert_eq!(w.ws.count(TOKEN_ROUTE), 1);
     assert_eq!(
@@ -517,7 +532,7 @@ fn remint_under_load_in_one_instance_on_spins_executor() {
     // Revoked while requests are in flight: one of them re-mints, the others reuse that.
     let current = block_on(a.credential())
         .unwrap()
-        .0
+        .credential
         .token
         .expose()
         .to_owned();
@@ -559,7 +574,7 @@ fn concurrent_instances_defer_to_the_lease_holder() {
     let results = block_on(futures::future::join_all(
         instances.iter().map(|c| c.credential()),
     ));
-    let sources: Vec<_> = results.into_iter().map(|r| r.unwrap().1).collect();
+    let sources: Vec<_> = results.into_iter().map(|r| r.unwrap().source).collect();
     assert_eq!(w.ws.mints(), 1, "{sources:?}");
     assert_eq!(
         sources
@@ -772,7 +787,7 @@ fn forged_records_are_misses_and_never_redirect() {
 #[test]
 fn a_record_sealed_with_another_secret_is_a_miss() {
     let w = World::m2m();
-    let (first, _) = block_on(w.instance().credential()).unwrap();
+    let first = block_on(w.instance().credential()).unwrap().credential;
     let other = World::with_vars(&[
         ("databricks_host", HOST),
         ("databricks_client_id", CLIENT_ID),
@@ -919,7 +934,10 @@ fn a_hung_store_is_bypassed_in_bounded_time() {
     w.kv.hanging.set(true);
     let started = w.clock.get();
     let a = w.instance();
-    let (_, source) = block_on(a.credential()).unwrap();
+    let Obtained {
+        credential: _,
+        source,
+    } = block_on(a.credential()).unwrap();
     assert_eq!(source, CredentialSource::Minted);
     assert!(
         w.clock.get() - started <= TimeDelta::seconds(3),
@@ -931,7 +949,7 @@ fn a_hung_store_is_bypassed_in_bounded_time() {
     w.clock.advance(TimeDelta::minutes(46));
     let before = w.clock.get();
     assert_eq!(
-        block_on(a.credential()).unwrap().1,
+        block_on(a.credential()).unwrap().source,
         CredentialSource::Minted
     );
     assert!(w.clock.get() - before <= TimeDelta::seconds(3));
@@ -950,6 +968,73 @@ fn a_hung_database_connect_is_bounded_and_retried() {
         waited >= TimeDelta::seconds(10) && waited <= TimeDelta::seconds(15),
         "one 10 s deadline and a 1 s back-off: {waited}"
     );
+}
+
+/// While the database answers, one open at a time goes without a timer of its own (a host timer
+/// per open costs 5 % of a warm request on Spin); when that open hangs, the instance's other
+/// opens are still cut at 10 s, and so is any open after a quiet spell.
+#[test]
+fn with_an_untimed_open_hanging_the_others_are_still_bounded() {
+    let w = World::m2m();
+    let a = w.instance();
+    block_on(a.connect(&w.pg)).unwrap();
+    // Two hangs: the first open takes the untimed slot and never ends; the second, meanwhile,
+    // is timed: cut at 10 s and retried.
+    w.pg.fail_next.borrow_mut().push_back(HANG.to_owned());
+    w.pg.fail_next.borrow_mut().push_back(HANG.to_owned());
+    let started = w.clock.get();
+    let untimed = Box::pin(a.connect(&w.pg));
+    let timed = Box::pin(async {
+        yield_now().await;
+        a.connect(&w.pg).await
+    });
+    match block_on(futures::future::select(untimed, timed)) {
+        futures::future::Either::Right((db, _)) => {
+            assert_eq!(db.unwrap().source, CredentialSource::Memory)
+        }
+        futures::future::Either::Left(_) => panic!("the untimed open ended; it hangs"),
+    }
+    let waited = w.clock.get() - started;
+    assert!(
+        waited >= TimeDelta::seconds(10) && waited <= TimeDelta::seconds(15),
+        "the second open had its 10 s deadline: {waited}"
+    );
+    // A quiet spell (over 5 s since the last open that succeeded started): timed again.
+    w.clock.advance(TimeDelta::seconds(30));
+    w.pg.fail_next.borrow_mut().push_back(HANG.to_owned());
+    let started = w.clock.get();
+    block_on(a.connect(&w.pg)).unwrap();
+    let waited = w.clock.get() - started;
+    assert!(
+        waited >= TimeDelta::seconds(10) && waited <= TimeDelta::seconds(15),
+        "after a quiet spell the open had its deadline: {waited}"
+    );
+}
+
+/// An instance that found neither record nor lease, and whose lease check comes after another
+/// instance has minted, written its record and let its lease go (cold instances a few
+/// milliseconds apart, as on Spin's WASIp2), takes that record instead of minting again.
+#[test]
+fn a_record_written_while_the_lease_settles_is_taken_instead_of_a_second_mint() {
+    let w = World::m2m();
+    // Another instance's record, held back until B has written its lease.
+    block_on(w.instance().credential()).unwrap();
+    let key = w.kv.keys_with(".cred.").pop().expect("a credential record");
+    let record = w.kv.dump_value(&key);
+    w.kv.data.borrow_mut().clear();
+    let b = w.instance();
+    let results = run_like_spin(vec![
+        task(async { b.credential().await.map(|o| o.source) }),
+        task(async {
+            while w.kv.keys_with(".lease.").is_empty() {
+                yield_now().await;
+            }
+            w.kv.put_raw(&key, &record);
+            Ok(CredentialSource::Memory)
+        }),
+    ]);
+    assert_eq!(results[0].as_ref().unwrap(), &CredentialSource::Kv);
+    assert_eq!(w.ws.mints(), 1, "the first instance's mint only");
 }
 
 /// A lease that claims to last for centuries (written by an instance whose clock is far
@@ -971,7 +1056,7 @@ fn a_far_future_lease_is_honoured_for_ten_seconds_at_most() {
             while w.kv.keys_with(".lease.").is_empty() {
                 yield_now().await;
             }
-            b.credential().await.map(|(_, source)| {
+            b.credential().await.map(|Obtained { source, .. }| {
                 assert_eq!(source, CredentialSource::Minted);
             })
         }),
@@ -984,15 +1069,18 @@ fn a_far_future_lease_is_honoured_for_ten_seconds_at_most() {
     );
 }
 
-/// The README's troubleshooting table cannot drift: for each error kind, the "typical message"
+/// The troubleshooting table (docs/troubleshooting.md) cannot drift: for each error kind, the "typical message"
 /// (its first backtick-quoted text, `…` standing for any text) is what the library says for
 /// that kind, produced here.
 #[test]
 fn the_readme_troubleshooting_table_matches_the_errors() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/troubleshooting.md"
+    ))
+    .unwrap();
     let table = readme
-        .split("## Troubleshooting")
+        .split("# Troubleshooting")
         .nth(1)
         .expect("a Troubleshooting section")
         .split("\n\n")
@@ -1109,7 +1197,7 @@ fn connect_now_serves_only_a_credential_in_memory() {
     assert!(w.pg.logins.borrow().is_empty());
 
     // After one asynchronous call, it connects with that credential, to any database.
-    let (cred, _) = block_on(c.credential()).unwrap();
+    let cred = block_on(c.credential()).unwrap().credential;
     let db = c
         .connect_now(&w.pg, &ConnectOptions::default().database("sales"))
         .unwrap();
@@ -1168,13 +1256,16 @@ fn the_ca_root_of_a_connection_wins_over_the_configured_one() {
 fn invalidate_drops_only_the_rejected_password() {
     let w = World::m2m();
     let a = w.instance();
-    let (cred, _) = block_on(a.credential()).unwrap();
-    assert!(!block_on(a.invalidate("not the token")), "nothing dropped");
+    let cred = block_on(a.credential()).unwrap().credential;
+    assert!(
+        !block_on(a.invalidate(&Secret::new("not the token"))),
+        "nothing dropped"
+    );
     assert_eq!(source(&a), CredentialSource::Memory);
-    assert!(block_on(a.invalidate(cred.token.expose())));
+    assert!(block_on(a.invalidate(&cred.token)));
     // Gone from memory and from the store: another instance mints anew.
     assert_eq!(source(&w.instance()), CredentialSource::Minted);
-    assert!(!block_on(a.invalidate(cred.token.expose())), "already gone");
+    assert!(!block_on(a.invalidate(&cred.token)), "already gone");
 }
 
 #[test]
@@ -1189,6 +1280,15 @@ fn a_configuration_built_in_code_is_validated_like_variables() {
         .unwrap();
     let w = World::m2m();
     assert_eq!(built, block_on(Config::load(&w.vars)).unwrap());
+    // The typed methods set the same variables.
+    let typed = Config::builder()
+        .databricks_host(HOST)
+        .client_credentials(CLIENT_ID, CLIENT_SECRET)
+        .lakebase_endpoint(ENDPOINT)
+        .pgport(" ")
+        .build()
+        .unwrap();
+    assert_eq!(typed, built);
     assert!(!format!("{built:?}").contains(CLIENT_SECRET));
 
     let e = Config::builder()
@@ -1294,12 +1394,15 @@ fn a_workspace_outage_past_the_reuse_limit_serves_the_credential_until_near_its_
 fn an_outage_past_the_servers_expiry_is_unavailable_with_the_reason() {
     let w = World::m2m();
     let a = w.instance();
-    let first = block_on(a.credential()).unwrap().0;
+    let first = block_on(a.credential()).unwrap().credential;
     // Minted at 12:00:00.1 (after the lease settled), expiring at 13:00: about 12:58.
     assert!((first.serve_until() - at("12:58:00")).abs() < TimeDelta::seconds(1));
     workspace_down(&w, 1000);
     advance_to(&w, "12:57:00");
-    assert_eq!(block_on(a.credential()).unwrap().0.token, first.token);
+    assert_eq!(
+        block_on(a.credential()).unwrap().credential.token,
+        first.token
+    );
     advance_to(&w, "12:58:00");
     let e = block_on(a.credential()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
@@ -1331,7 +1434,7 @@ fn an_outage_never_hides_a_configuration_that_must_change() {
 fn refresh_ahead_replaces_the_credential_before_its_reuse_limit() {
     let w = World::m2m();
     let a = w.instance();
-    let first = block_on(a.credential()).unwrap().0;
+    let first = block_on(a.credential()).unwrap().credential;
     // Reused from 12:00:00.1 to 12:45:00.1: refreshed from 12:40:30.1.
     let from = first.refresh_from();
     assert_eq!(from, at("12:40:30") + TimeDelta::milliseconds(100));
@@ -1345,7 +1448,10 @@ fn refresh_ahead_replaces_the_credential_before_its_reuse_limit() {
     block_on(a.refresh());
     assert_eq!(w.ws.mints(), 2);
     assert!(!a.refresh_due(), "the new one is not due");
-    let (c, source) = block_on(a.credential()).unwrap();
+    let Obtained {
+        credential: c,
+        source,
+    } = block_on(a.credential()).unwrap();
     assert_eq!(source, CredentialSource::Memory);
     assert_ne!(c.token, first.token);
     // Two instances due at the same time: one mints, the other takes its record.
@@ -1359,8 +1465,8 @@ fn refresh_ahead_replaces_the_credential_before_its_reuse_limit() {
     block_on(y.refresh());
     assert_eq!(w2.ws.mints(), 2, "one mint for both instances");
     assert_eq!(
-        block_on(x.credential()).unwrap().0.token,
-        block_on(y.credential()).unwrap().0.token
+        block_on(x.credential()).unwrap().credential.token,
+        block_on(y.credential()).unwrap().credential.token
     );
 }
 
@@ -1368,14 +1474,17 @@ fn refresh_ahead_replaces_the_credential_before_its_reuse_limit() {
 fn a_failed_refresh_ahead_keeps_the_credential_and_backs_off() {
     let w = World::m2m();
     let a = w.instance();
-    let first = block_on(a.credential()).unwrap().0;
+    let first = block_on(a.credential()).unwrap().credential;
     workspace_down(&w, 1000);
     advance_to(&w, "12:41:00");
     block_on(a.refresh());
     let tried = w.ws.mints();
     assert!(tried > 1);
     assert!(!a.refresh_due(), "backing off");
-    let (c, source) = block_on(a.credential()).unwrap();
+    let Obtained {
+        credential: c,
+        source,
+    } = block_on(a.credential()).unwrap();
     assert_eq!((c.token, source), (first.token, CredentialSource::Memory));
     assert_eq!(w.ws.mints(), tried);
 }
@@ -1447,7 +1556,7 @@ fn a_wrong_role_under_load_mints_a_bounded_number_of_times() {
 fn connection_strings_ask_the_server_to_close_idle_sessions() {
     let w = World::m2m();
     let a = w.instance();
-    let c = block_on(a.credential()).unwrap().0;
+    let c = block_on(a.credential()).unwrap().credential;
     assert_eq!(c.idle_session_timeout(), Duration::from_secs(300));
     let s = a.connection_string(&c);
     assert!(
@@ -1467,7 +1576,7 @@ fn connection_strings_ask_the_server_to_close_idle_sessions() {
             ("lakebase_idle_session_timeout", value),
         ]);
         let a = w.instance();
-        let c = block_on(a.credential()).unwrap().0;
+        let c = block_on(a.credential()).unwrap().credential;
         assert!(a.connection_string(&c).expose().ends_with(tail), "{value}");
     }
     let e = Config::builder()
@@ -1478,4 +1587,54 @@ fn connection_strings_ask_the_server_to_close_idle_sessions() {
         .build()
         .unwrap_err();
     assert_eq!(e.variable(), Some("lakebase_idle_session_timeout"));
+}
+
+#[test]
+fn strings_for_other_clients_say_verify_full_and_our_hosts_get_require() {
+    for pgsslmode in [None, Some("require"), Some("verify-full")] {
+        let mut vars = vec![
+            ("databricks_host", HOST),
+            ("databricks_client_id", CLIENT_ID),
+            ("databricks_client_secret", CLIENT_SECRET),
+            ("lakebase_endpoint", ENDPOINT),
+            ("lakebase_idle_session_timeout", "0"),
+        ];
+        if let Some(mode) = pgsslmode {
+            vars.push(("pgsslmode", mode));
+        }
+        let w = World::with_vars(&vars);
+        let a = w.instance();
+        let c = block_on(a.credential()).unwrap().credential;
+        // Spin's spin:postgres and the WASI adapter parse with tokio-postgres, which refuses
+        // `verify-full`, and verify in every TLS mode.
+        let host = a.connection_string(&c);
+        assert!(host.expose().ends_with("?sslmode=require"), "{pgsslmode:?}");
+        // libpq, psycopg and pgx verify only with `verify-full`.
+        let client = a.client_connection_string(&c);
+        assert!(
+            client.expose().ends_with("?sslmode=verify-full"),
+            "{pgsslmode:?}"
+        );
+        assert_eq!(
+            client.expose().replace("verify-full", "require"),
+            host.expose(),
+            "the same credential otherwise"
+        );
+    }
+    // Local test servers keep their mode.
+    let w = World::with_vars(&[
+        ("databricks_host", HOST),
+        ("databricks_client_id", CLIENT_ID),
+        ("databricks_client_secret", CLIENT_SECRET),
+        ("lakebase_endpoint", ENDPOINT),
+        ("pghost", "127.0.0.1"),
+        ("pgsslmode", "disable"),
+    ]);
+    let a = w.instance();
+    let c = block_on(a.credential()).unwrap().credential;
+    assert!(
+        a.client_connection_string(&c)
+            .expose()
+            .contains("?sslmode=disable")
+    );
 }

@@ -6969,7 +6969,10 @@ pub mod exports {
                     /// Until when this credential is served before a new one is minted, unix seconds.
                     pub reuse_until: i64,
                     /// `postgres://user:password@host:port/database?sslmode=…`, every part percent-encoded.
-                    /// A secret (it holds the password).
+                    /// A secret (it holds the password). From the Spin plugin, for `spin:postgres`:
+                    /// `sslmode=require`, which Spin verifies (certificate and host name) and whose parser
+                    /// refuses `verify-full`. From the WASI plugin, for a client that speaks Postgres
+                    /// itself: `sslmode=verify-full` (libpq, psycopg, pgx verify only then).
                     pub connection_string: _rt::String,
                     /// Where it came from.
                     pub source: Source,

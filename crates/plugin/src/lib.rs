@@ -19,9 +19,10 @@
 
 use std::cell::RefCell;
 
-use lakebase_spin::host::{Connector, ConnectorNow};
+use lakebase_spin::adapter::Address;
+use lakebase_spin::host::{ConnectError, Connector, ConnectorNow};
 use lakebase_spin::spin::{connect_now, lakebase};
-use lakebase_spin::{ConnectOptions, CredentialSource, ErrorKind, Secret};
+use lakebase_spin::{ConnectOptions, Secret};
 use spin_sdk::wit_bindgen::{FutureReader, StreamReader};
 
 #[allow(warnings, missing_docs, clippy::all)]
@@ -33,43 +34,6 @@ use bindings::exports::spin::postgres::postgres as vpg;
 use bindings::spin::postgres::postgres as hpg;
 
 struct Plugin;
-
-// ---- addresses ------------------------------------------------------------------------------
-
-/// The opt-in prefix of a Lakebase address.
-const SCHEME: &str = "lakebase:";
-
-/// What an address passed to `open` asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Address<'a> {
-    /// `lakebase:` or `lakebase://<database>`.
-    Lakebase(ConnectOptions),
-    /// Anything else: the host's business.
-    PassThrough(&'a str),
-}
-
-fn parse_address(address: &str) -> Result<Address<'_>, String> {
-    let Some(rest) = address.strip_prefix(SCHEME) else {
-        return Ok(Address::PassThrough(address));
-    };
-    let database = rest.strip_prefix("//").unwrap_or(rest);
-    if database.is_empty() {
-        return Ok(Address::Lakebase(ConnectOptions::default()));
-    }
-    // A Postgres database name (at most 63 bytes) without URL syntax, spaces or controls.
-    if database.len() > 63
-        || database.contains(['/', '@', ':', '?', '#', '%', '\\'])
-        || database
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        // Not echoed: it may hold a password.
-        return Err("invalid Lakebase address: use `lakebase:` for the configured database, or `lakebase://<database>`; host, user and password come from the plugin's variables".to_owned());
-    }
-    Ok(Address::Lakebase(
-        ConnectOptions::default().database(database),
-    ))
-}
 
 // ---- the host's spin:postgres as the library's connector -------------------------------------
 
@@ -110,19 +74,24 @@ impl Connector for HostPg {
         &self,
         address: &Secret,
         ca_root: Option<&str>,
-    ) -> Result<hpg::Connection, String> {
+    ) -> Result<hpg::Connection, ConnectError> {
         host_open(address.expose().to_owned(), ca_root)
             .await
-            .map_err(|e| host_error_text(&e))
+            .map_err(|e| ConnectError::from_text(host_error_text(&e)))
     }
 }
 
 impl ConnectorNow for HostPg {
     type Connection = hpg::Connection;
 
-    fn open_now(&self, address: &Secret, ca_root: Option<&str>) -> Result<hpg::Connection, String> {
-        let builder = builder(address.expose(), ca_root).map_err(|e| host_error_text(&e))?;
-        builder.build().map_err(|e| host_error_text(&e))
+    fn open_now(
+        &self,
+        address: &Secret,
+        ca_root: Option<&str>,
+    ) -> Result<hpg::Connection, ConnectError> {
+        let text = |e: &hpg::Error| ConnectError::from_text(host_error_text(e));
+        let builder = builder(address.expose(), ca_root).map_err(|e| text(&e))?;
+        builder.build().map_err(|e| text(&e))
     }
 }
 
@@ -146,7 +115,7 @@ fn lakebase_options(options: ConnectOptions, ca_root: Option<&str>) -> ConnectOp
 
 /// Opens a connection for `address` with an optional CA root.
 async fn open(address: String, ca_root: Option<&str>) -> Result<hpg::Connection, vpg::Error> {
-    match parse_address(&address).map_err(vpg::Error::ConnectionFailed)? {
+    match Address::parse(&address).map_err(vpg::Error::ConnectionFailed)? {
         Address::PassThrough(_) => host_open(address, ca_root).await,
         Address::Lakebase(options) => {
             let lb = lakebase().await.map_err(connect_error)?;
@@ -164,7 +133,7 @@ async fn open(address: String, ca_root: Option<&str>) -> Result<hpg::Connection,
 /// model traps: "cannot block a synchronous task"), so a `lakebase:` address is served by the
 /// library's `connect_now`: only with a credential already in this instance's memory.
 fn open_sync(address: &str, ca_root: Option<&str>) -> Result<hpg::Connection, vpg::Error> {
-    match parse_address(address).map_err(vpg::Error::ConnectionFailed)? {
+    match Address::parse(address).map_err(vpg::Error::ConnectionFailed)? {
         Address::PassThrough(address) if ca_root.is_none() => hpg::Connection::open(address),
         Address::PassThrough(address) => builder(address, ca_root)?.build(),
         Address::Lakebase(options) => {
@@ -279,109 +248,22 @@ impl vpg::GuestConnection for Connection {
 
 // ---- lakebase:postgres/credentials ----------------------------------------------------------
 
-fn wit_error(e: lakebase_spin::Error) -> wit::Error {
-    let kind = match e.kind() {
-        ErrorKind::Configuration => wit::ErrorKind::Configuration,
-        ErrorKind::WorkspaceAuth => wit::ErrorKind::WorkspaceAuth,
-        ErrorKind::Permission => wit::ErrorKind::Permission,
-        ErrorKind::NotFound => wit::ErrorKind::NotFound,
-        ErrorKind::Unavailable => wit::ErrorKind::Unavailable,
-        ErrorKind::Database => wit::ErrorKind::Database,
-        _ => wit::ErrorKind::BadRequest,
-    };
-    wit::Error {
-        kind,
-        message: e.to_string(),
-        sqlstate: e.sqlstate().map(str::to_owned),
-    }
-}
+lakebase_spin::credentials_glue!(bindings::exports::lakebase::postgres::credentials);
 
 impl wit::Guest for Plugin {
     async fn get() -> Result<wit::Credential, wit::Error> {
         let lb = lakebase().await.map_err(wit_error)?;
-        let (c, source) = lb.credential().await.map_err(wit_error)?;
-        let conn = lb.connection_string(&c);
-        Ok(wit::Credential {
-            host: c.host.clone(),
-            port: c.port,
-            database: c.database.clone(),
-            user: c.user.clone(),
-            password: c.token.expose().to_owned(),
-            expires_at: c.expires_at.timestamp(),
-            reuse_until: c.reuse_until().timestamp(),
-            connection_string: conn.expose().to_owned(),
-            source: match source {
-                CredentialSource::Memory => wit::Source::Memory,
-                CredentialSource::Kv => wit::Source::Kv,
-                _ => wit::Source::Minted,
-            },
-        })
+        let got = lb.credential().await.map_err(wit_error)?;
+        let conn = lb.connection_string(&got.credential);
+        Ok(wit_credential(got, &conn))
     }
 
     async fn invalidate(password: String) -> bool {
         let Ok(lb) = lakebase().await else {
             return false;
         };
-        lb.invalidate(&password).await
+        lb.invalidate(&Secret::new(password)).await
     }
 }
 
 bindings::export!(Plugin with_types_in bindings);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    proptest::proptest! {
-        #[test]
-        fn any_address_parses_without_panic_and_errors_do_not_echo(address in proptest::prelude::any::<String>()) {
-            match parse_address(&address) {
-                Ok(Address::PassThrough(a)) => proptest::prop_assert_eq!(a, address.as_str()),
-                Ok(Address::Lakebase(_)) => proptest::prop_assert!(address.starts_with(SCHEME)),
-                Err(e) => proptest::prop_assert!(address.len() < 4 || !e.contains(&address)),
-            }
-        }
-
-        #[test]
-        fn database_names_round_trip(db in "[A-Za-z_][A-Za-z0-9_$-]{0,62}") {
-            let address = format!("lakebase://{db}");
-            proptest::prop_assert_eq!(
-                parse_address(&address),
-                Ok(Address::Lakebase(ConnectOptions::default().database(db.clone())))
-            );
-        }
-    }
-
-    #[test]
-    fn lakebase_addresses_are_opt_in() {
-        assert_eq!(
-            parse_address("lakebase:"),
-            Ok(Address::Lakebase(ConnectOptions::default()))
-        );
-        assert_eq!(
-            parse_address("lakebase://"),
-            Ok(Address::Lakebase(ConnectOptions::default()))
-        );
-        assert_eq!(
-            parse_address("lakebase://sales"),
-            Ok(Address::Lakebase(
-                ConnectOptions::default().database("sales")
-            ))
-        );
-        let plain = "postgres://u:p@h:5432/db";
-        assert_eq!(parse_address(plain), Ok(Address::PassThrough(plain)));
-        assert_eq!(
-            parse_address("host=h user=u"),
-            Ok(Address::PassThrough("host=h user=u"))
-        );
-        for bad in [
-            "lakebase://u:p@h/db",
-            "lakebase://db?sslmode=disable",
-            "lakebase:a/b",
-        ] {
-            let e = parse_address(bad).unwrap_err();
-            assert!(e.contains("lakebase://<database>"), "{e}");
-            assert!(!e.contains(bad), "the address is not echoed: {e}");
-        }
-    }
-}

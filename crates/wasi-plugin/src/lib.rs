@@ -10,6 +10,8 @@
 //!   token re-minted once (`lakebase_wasi::connect`). Each call is a request of its own to
 //!   `lakebase_wasi`: it starts on a reset session (no transaction, `SET`, temporary table or
 //!   lock of an earlier call), so a transaction goes in one `query-batch` (`BEGIN; …; COMMIT`).
+//!   The reset is sent in the same flight as each call's statement, right behind it
+//!   (`lakebase_wasi::last_use`): a call costs one round trip, not two.
 //!
 //! A component written against `wasmcloud:postgres` gets Lakebase by `wac plug`ging this in; the
 //! composition imports only standard WASI. Configuration comes from `wasi:config` with the same
@@ -19,7 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 
-use lakebase::{CredentialSource, ErrorKind};
+use lakebase::Secret;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
@@ -51,51 +53,22 @@ struct Plugin;
 
 // ---- credentials -------------------------------------------------------------------------------
 
-fn wit_error(e: lakebase::Error) -> wit::Error {
-    let kind = match e.kind() {
-        ErrorKind::Configuration => wit::ErrorKind::Configuration,
-        ErrorKind::WorkspaceAuth => wit::ErrorKind::WorkspaceAuth,
-        ErrorKind::Permission => wit::ErrorKind::Permission,
-        ErrorKind::NotFound => wit::ErrorKind::NotFound,
-        ErrorKind::Unavailable => wit::ErrorKind::Unavailable,
-        ErrorKind::Database => wit::ErrorKind::Database,
-        _ => wit::ErrorKind::BadRequest,
-    };
-    wit::Error {
-        kind,
-        message: e.to_string(),
-        sqlstate: e.sqlstate().map(str::to_owned),
-    }
-}
+lakebase::credentials_glue!(bindings::exports::lakebase::postgres::credentials);
 
 impl wit::Guest for Plugin {
     fn get() -> Result<wit::Credential, wit::Error> {
         lakebase_wasi::block_on(async {
             let lb = lakebase_wasi::lakebase().await.map_err(wit_error)?;
-            let (c, source) = lb.credential().await.map_err(wit_error)?;
-            let conn = lb.connection_string(&c);
-            Ok(wit::Credential {
-                host: c.host.clone(),
-                port: c.port,
-                database: c.database.clone(),
-                user: c.user.clone(),
-                password: c.token.expose().to_owned(),
-                expires_at: c.expires_at.timestamp(),
-                reuse_until: c.reuse_until().timestamp(),
-                connection_string: conn.expose().to_owned(),
-                source: match source {
-                    CredentialSource::Memory => wit::Source::Memory,
-                    CredentialSource::Kv => wit::Source::Kv,
-                    _ => wit::Source::Minted,
-                },
-            })
+            let got = lb.credential().await.map_err(wit_error)?;
+            let conn = lb.client_connection_string(&got.credential);
+            Ok(wit_credential(got, &conn))
         })
     }
 
     fn invalidate(password: String) -> bool {
         lakebase_wasi::block_on(async {
             match lakebase_wasi::lakebase().await {
-                Ok(lb) => lb.invalidate(&password).await,
+                Ok(lb) => lb.invalidate(&Secret::new(password)).await,
                 Err(_) => false,
             }
         })
@@ -155,7 +128,7 @@ impl query::Guest for Plugin {
                 .map_err(|e| QueryError::Unexpected(not_connected(&e)))?;
             let (client, params) = (&db.connection, &params);
             let rows = with_statement(client, &sql, |statement| async move {
-                client.query(&statement, &refs(params)).await
+                lakebase_wasi::last_use(client, client.query(&statement, &refs(params))).await
             })
             .await
             .map_err(|e| {
@@ -173,9 +146,12 @@ impl query::Guest for Plugin {
             let db = lakebase_wasi::connect()
                 .await
                 .map_err(|e| QueryError::Unexpected(not_connected(&e)))?;
-            db.connection.batch_execute(&sql).await.map_err(|e| {
-                QueryError::InvalidQuery(format!("batch failed: {}", pg_error_text(&e)))
-            })
+            let client = &db.connection;
+            lakebase_wasi::last_use(client, client.batch_execute(&sql))
+                .await
+                .map_err(|e| {
+                    QueryError::InvalidQuery(format!("batch failed: {}", pg_error_text(&e)))
+                })
         })
     }
 }
@@ -288,9 +264,15 @@ impl prepared::Guest for Plugin {
             let db = lakebase_wasi::connect()
                 .await
                 .map_err(|e| StatementPrepareError::Unexpected(not_connected(&e)))?;
-            statement_on(&db.connection, &sql).await.map_err(|e| {
-                StatementPrepareError::Unexpected(format!("prepare failed: {}", pg_error_text(&e)))
-            })
+            let client = &db.connection;
+            lakebase_wasi::last_use(client, statement_on(client, &sql))
+                .await
+                .map_err(|e| {
+                    StatementPrepareError::Unexpected(format!(
+                        "prepare failed: {}",
+                        pg_error_text(&e)
+                    ))
+                })
         })?;
         let mut statements = STATEMENTS.lock().unwrap_or_else(|p| p.into_inner());
         let index = match statements.iter().position(|s| *s == sql) {
@@ -318,7 +300,7 @@ impl prepared::Guest for Plugin {
                 .map_err(|e| PreparedStatementExecError::Unexpected(not_connected(&e)))?;
             let (client, params) = (&db.connection, &params);
             with_statement(client, &sql, |statement| async move {
-                client.execute(&statement, &refs(params)).await
+                lakebase_wasi::last_use(client, client.execute(&statement, &refs(params))).await
             })
             .await
             .map_err(|e| {

@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use lakebase::adapter::MAX_BODY;
-use lakebase::host::{Http, HttpRequest, HttpResponse};
+use lakebase::host::{HostError, Http, HttpRequest, HttpResponse};
 
 use crate::wait;
 use wasip2::http::outgoing_handler;
@@ -21,12 +21,12 @@ const TIMEOUT_NS: u64 = 10_000_000_000;
 pub struct WasiHttp;
 
 impl Http for WasiHttp {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, String> {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HostError> {
         send(request).await
     }
 }
 
-async fn send(request: HttpRequest) -> Result<HttpResponse, String> {
+async fn send(request: HttpRequest) -> Result<HttpResponse, HostError> {
     let (parts, body) = request.into_parts();
     let mut headers: Vec<(String, Vec<u8>)> = parts
         .headers
@@ -52,7 +52,7 @@ async fn send(request: HttpRequest) -> Result<HttpResponse, String> {
         Some("http") => Scheme::Http,
         Some("https") => Scheme::Https,
         Some(other) => Scheme::Other(other.to_owned()),
-        None => return Err("request URL has no scheme".to_owned()),
+        None => return Err("request URL has no scheme".to_owned().into()),
     };
     let set = |ok: Result<(), ()>, what: &str| ok.map_err(|()| format!("invalid request {what}"));
     set(outgoing.set_method(&method), "method")?;
@@ -87,7 +87,7 @@ async fn send(request: HttpRequest) -> Result<HttpResponse, String> {
     let _ = options.set_first_byte_timeout(Some(TIMEOUT_NS));
     let _ = options.set_between_bytes_timeout(Some(TIMEOUT_NS));
     let pending =
-        outgoing_handler::handle(outgoing, Some(options)).map_err(|e| format!("{e:?}"))?;
+        outgoing_handler::handle(outgoing, Some(options)).map_err(HostError::from_wasi_http)?;
 
     // Dropping `pending` (a deadline dropping this future) cancels the request on the host.
     let response = {
@@ -95,8 +95,8 @@ async fn send(request: HttpRequest) -> Result<HttpResponse, String> {
         loop {
             match pending.get() {
                 Some(Ok(Ok(response))) => break response,
-                Some(Ok(Err(code))) => return Err(format!("{code:?}")),
-                Some(Err(())) => return Err("the response was already taken".to_owned()),
+                Some(Ok(Err(code))) => return Err(HostError::from_wasi_http(code)),
+                Some(Err(())) => return Err("the response was already taken".to_owned().into()),
                 None => wait::ready(&answered).await,
             }
         }
@@ -113,7 +113,7 @@ async fn send(request: HttpRequest) -> Result<HttpResponse, String> {
     drop(incoming);
     builder
         .body(bytes)
-        .map_err(|e| format!("unreadable response: {e}"))
+        .map_err(|e| format!("unreadable response: {e}").into())
 }
 
 /// The whole body, at most one byte past [`MAX_BODY`] (the core refuses what is larger).

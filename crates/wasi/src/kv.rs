@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use lakebase::host::Kv;
+use lakebase::host::{HostError, HostFailure, Kv};
 
 use crate::bindings::wasi::keyvalue::store;
 
@@ -31,9 +31,9 @@ impl WasiKv {
         }
     }
 
-    fn open(&self) -> Result<store::Bucket, String> {
+    fn open(&self) -> Result<store::Bucket, HostError> {
         if let Some(id) = self.resolved.get() {
-            return store::open(id).map_err(text);
+            return store::open(id).map_err(error);
         }
         let opened = match store::open(&self.identifier) {
             Err(store::Error::NoSuchStore) if !self.identifier.is_empty() => store::open("")
@@ -46,33 +46,34 @@ impl WasiKv {
                 let _ = self.resolved.set(id);
                 Ok(bucket)
             }
-            Err(e) => Err(format!(
-                "cannot open key-value bucket `{}` ({}); configure it on the host",
-                self.identifier,
-                text(e)
-            )),
+            Err(e) => Err(error(e).context(|m| {
+                format!(
+                    "cannot open key-value bucket `{}` ({m}); configure it on the host",
+                    self.identifier
+                )
+            })),
         }
     }
 }
 
-fn text(e: store::Error) -> String {
+fn error(e: store::Error) -> HostError {
     match e {
-        store::Error::NoSuchStore => "no such store".to_owned(),
-        store::Error::AccessDenied => "access denied".to_owned(),
-        store::Error::Other(m) => m,
+        store::Error::NoSuchStore => HostError::new(HostFailure::NotFound, "no such store"),
+        store::Error::AccessDenied => HostError::new(HostFailure::NotAllowed, "access denied"),
+        store::Error::Other(m) => m.into(),
     }
 }
 
 impl Kv for WasiKv {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.open()?.get(key).map_err(text)
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.open()?.get(key).map_err(error)
     }
 
-    async fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
-        self.open()?.set(key, value).map_err(text)
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        self.open()?.set(key, value).map_err(error)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), String> {
-        self.open()?.delete(key).map_err(text)
+    async fn delete(&self, key: &str) -> Result<(), HostError> {
+        self.open()?.delete(key).map_err(error)
     }
 }

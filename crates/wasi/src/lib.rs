@@ -38,7 +38,7 @@
 #![deny(missing_debug_implementations)]
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lakebase::host::Clock as _;
 use lakebase::{Config, Connected, Credential, CredentialSource, Error, Lakebase};
@@ -56,11 +56,16 @@ mod wait;
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "lakebase:postgres/wasi-adapter",
         generate_all,
     });
 }
+
+// The README's example compiles as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
 
 pub use clock::WasiClock;
 pub use http::WasiHttp;
@@ -94,12 +99,22 @@ struct Kept {
     credential: Credential,
     /// The request ([`block_on`]) it was last handed to.
     request: u64,
+    /// When the session was last reset by [`last_use`] (the reset answered, nothing ran since):
+    /// a later request takes it without a round trip of its own while this is recent.
+    clean_since: Option<Instant>,
 }
 
 static CONNECTION: Mutex<Option<Kept>> = Mutex::new(None);
 
 /// How long the reset of a kept connection may take (then it is closed and a new one opened).
 const RESET_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a session reset by [`last_use`] is taken by a later request without a round trip
+/// that checks it still answers. A server that ended the session (`idle_session_timeout`, a
+/// revoked token, a restart) has said so on the socket by then and is seen without one; what
+/// only a round trip finds is a path that dropped the connection silently, which load
+/// balancers and NAT do after minutes of quiet, not seconds.
+const CLEAN_FOR: Duration = Duration::from_secs(30);
 
 /// What ends a session's state, as deadpool-postgres's `Clean` recycling does: held cursors
 /// closed, `SET SESSION AUTHORIZATION` and every `SET` (`role` and `search_path` included) back
@@ -136,7 +151,9 @@ const FAILED_SESSION_RESET: &str = concat!("ROLLBACK; ", clean_session!());
 ///   because its refresh fails for a transient reason ([`Credential::serve_until`]) — after one
 ///   round trip (two after a failed transaction) that checks it and resets the session: an
 ///   open or failed transaction rolled back, `SET`s undone, temporary tables, held cursors,
-///   `LISTEN` and session advisory locks dropped. Then `source` is `memory`;
+///   `LISTEN` and session advisory locks dropped. Then `source` is `memory`. A request that
+///   ended with [`last_use`] had the reset sent behind its last statement: the next one, within
+///   30 s, takes the connection without that round trip;
 /// - otherwise (a newer credential, a session that ended or does not answer within 2 s) the
 ///   kept connection is closed and a new one opened with the current credential, a rejected
 ///   token re-minted once. So a rotated credential, or a revoked principal, takes effect on a
@@ -151,15 +168,24 @@ pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> 
     // The credential obtained while judging a stale kept connection, and where it came from.
     let mut current = None;
     if let Some(mut kept) = kept {
+        let clean = kept
+            .clean_since
+            .take()
+            .is_some_and(|t| t.elapsed() < CLEAN_FOR);
         let usable = if kept.request == request {
             !kept.client.is_closed()
         } else if kept.credential.is_fresh(WasiClock.now()) {
-            reset(&kept.client).await
+            if clean {
+                still_open(&kept.client).await
+            } else {
+                reset(&kept.client).await
+            }
         } else {
             // Past its reuse limit: the library mints or finds a newer credential (then the
             // connection is replaced), or serves this one through a failing refresh. An error
             // drops the kept connection on return.
-            let (credential, source) = lakebase().await?.credential().await?;
+            let got = lakebase().await?.credential().await?;
+            let (credential, source) = (got.credential, got.source);
             let same = credential.token == kept.credential.token;
             current = Some((credential, source));
             same && reset(&kept.client).await
@@ -190,12 +216,60 @@ pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> 
         client: client.clone(),
         credential: db.credential.clone(),
         request,
+        clean_since: None,
     });
     Ok(Connected {
         connection: client,
         credential: db.credential,
         source,
     })
+}
+
+/// Runs `last`, the caller's last use of `connection` in this request, with the session's
+/// reset ([`connect`]) sent right behind it, in the same flight: the next request then takes
+/// the connection without the round trip its reset would cost (within 30 s; after that it
+/// checks the session first, as without this). The answer is `last`'s; the reset's outcome
+/// decides only whether the connection is kept (a failed transaction costs one more round
+/// trip to roll back; a reset that fails closes the connection).
+///
+/// `last` must send its one request when first polled: a tokio-postgres `query`, `execute`
+/// or `query_raw` of a prepared [`tokio_postgres::Statement`], a `batch_execute`, a
+/// `simple_query` or a `prepare`, awaited directly. A future that awaits one request before
+/// sending another (a `query` with SQL text prepares first) would have the reset overtake
+/// it and leave its session state for the next request. `last` runs to the end either way.
+pub async fn last_use<T>(
+    connection: &Arc<tokio_postgres::Client>,
+    last: impl std::future::Future<Output = T>,
+) -> T {
+    // `join` polls `last` first, so its request goes out ahead of the reset. No timer of its
+    // own: the server answers the reset right after `last`, which has none either.
+    let (answer, reset) = futures::future::join(last, connection.simple_query(SESSION_RESET)).await;
+    let clean = after_reset(connection, reset).await;
+    let mut kept = CONNECTION.lock().unwrap_or_else(|p| p.into_inner());
+    if kept
+        .as_ref()
+        .is_some_and(|k| Arc::ptr_eq(&k.client, connection))
+    {
+        if clean {
+            if let Some(k) = kept.as_mut() {
+                k.clean_since = Some(Instant::now());
+            }
+        } else {
+            // Dropped once the caller lets go of it: the next request logs in anew.
+            *kept = None;
+        }
+    }
+    answer
+}
+
+/// Whether a kept connection's session is still open, without a round trip: the runtime runs
+/// its connection task first, which reads an end the server already sent (a `FATAL` such as
+/// `idle_session_timeout`, then the socket's close).
+async fn still_open(client: &tokio_postgres::Client) -> bool {
+    for _ in 0..2 {
+        tokio::task::yield_now().await;
+    }
+    !client.is_closed()
 }
 
 /// Checks that a kept connection still answers and resets its session ([`SESSION_RESET`]), in
@@ -206,17 +280,27 @@ async fn reset(client: &tokio_postgres::Client) -> bool {
         return false;
     }
     let reset = std::pin::pin!(async {
-        match client.simple_query(SESSION_RESET).await {
-            Ok(_) => true,
-            Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
-                client.simple_query(FAILED_SESSION_RESET).await.is_ok()
-            }
-            Err(_) => false,
-        }
+        let answer = client.simple_query(SESSION_RESET).await;
+        after_reset(client, answer).await
     });
     let timer = std::pin::pin!(WasiClock.sleep(RESET_TIMEOUT));
     match futures::future::select(reset, timer).await {
         futures::future::Either::Left((reset, _)) => reset,
         futures::future::Either::Right(_) => false,
+    }
+}
+
+/// Whether the session is clean after [`SESSION_RESET`] answered `answer`: a failed
+/// transaction refused it, and is rolled back now (one more round trip).
+async fn after_reset<T>(
+    client: &tokio_postgres::Client,
+    answer: Result<T, tokio_postgres::Error>,
+) -> bool {
+    match answer {
+        Ok(_) => true,
+        Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+            client.simple_query(FAILED_SESSION_RESET).await.is_ok()
+        }
+        Err(_) => false,
     }
 }

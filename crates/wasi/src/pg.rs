@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use lakebase::host::Connector;
+use lakebase::host::{ConnectError, ConnectFailure, Connector};
 use lakebase::{Error, ErrorKind, Secret};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
@@ -32,16 +32,19 @@ impl Connector for WasiPg {
         &self,
         address: &Secret,
         ca_root: Option<&str>,
-    ) -> Result<tokio_postgres::Client, String> {
+    ) -> Result<tokio_postgres::Client, ConnectError> {
+        let refused = |text: &str| ConnectError::new(ConnectFailure::NotAllowed, text);
         // Not echoed: the address holds the password.
         let config: tokio_postgres::Config = address
             .expose()
             .parse()
-            .map_err(|_| "invalid connection string".to_owned())?;
+            .map_err(|_| refused("invalid connection string"))?;
         let (Some(Host::Tcp(host)), Some(&port)) =
             (config.get_hosts().first(), config.get_ports().first())
         else {
-            return Err("invalid connection string: one TCP host and port are needed".to_owned());
+            return Err(refused(
+                "invalid connection string: one TCP host and port are needed",
+            ));
         };
         let stream = tcp_connect(host, port).await?;
         let (client, connection) = match config.get_ssl_mode() {
@@ -49,18 +52,20 @@ impl Connector for WasiPg {
                 let (client, connection) = config
                     .connect_raw(stream, NoTls)
                     .await
-                    .map_err(|e| login_text(&e))?;
+                    .map_err(|e| connect_error(&e))?;
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });
                 return Ok(client);
             }
             _ => {
-                let tls = RustlsConnect::new(tls_config(ca_root)?, host)?;
+                let tls_setup = |text: String| ConnectError::new(ConnectFailure::Tls, text);
+                let tls = RustlsConnect::new(tls_config(ca_root).map_err(tls_setup)?, host)
+                    .map_err(ConnectError::from_text)?;
                 config
                     .connect_raw(stream, tls)
                     .await
-                    .map_err(|e| login_text(&e))?
+                    .map_err(|e| connect_error(&e))?
             }
         };
         tokio::spawn(async move {
@@ -72,9 +77,13 @@ impl Connector for WasiPg {
 
 /// A TCP connection to the first address of `host` that answers (names resolved through
 /// `wasi:sockets/ip-name-lookup`).
-async fn tcp_connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
+async fn tcp_connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, ConnectError> {
+    // A failed lookup is left to the text: "not permitted" (a host that denies lookups) is
+    // configuration, a resolver's hiccup is not.
     let addresses = resolve(host).await.map_err(|e| {
-        format!("cannot resolve {host}: {e} (is name lookup allowed on this host?)")
+        ConnectError::from_text(format!(
+            "cannot resolve {host}: {e} (is name lookup allowed on this host?)"
+        ))
     })?;
     let mut last = format!("{host} has no address");
     for address in addresses.into_iter().map(|ip| SocketAddr::new(ip, port)) {
@@ -86,7 +95,7 @@ async fn tcp_connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, Str
             Err(e) => last = format!("connecting to {address}: {e}"),
         }
     }
-    Err(last)
+    Err(ConnectError::new(ConnectFailure::Network, last))
 }
 
 /// The addresses of `host` (an IP literal is its own address), looked up without blocking the
@@ -138,8 +147,45 @@ fn tls_config(ca_root: Option<&str>) -> Result<rustls::ClientConfig, String> {
         .with_no_client_auth())
 }
 
-/// A failed login as text the core classifies: the server's message with its SQLSTATE, or the
-/// transport's error (TLS errors say "certificate").
+/// A failed login as the core takes it: the server's SQLSTATE, a refused certificate, a TLS
+/// failure or a broken connection, with the text for people.
+fn connect_error(e: &tokio_postgres::Error) -> ConnectError {
+    let text = login_text(e);
+    if let Some(db) = e.as_db_error() {
+        let sqlstate = db.code().code().to_owned();
+        return ConnectError::new(ConnectFailure::Server { sqlstate }, text);
+    }
+    // rustls' verdict, directly or inside the io::Error tokio-rustls wraps it in.
+    let mut source = std::error::Error::source(e);
+    let mut io = false;
+    while let Some(s) = source {
+        let inner = s
+            .downcast_ref::<std::io::Error>()
+            .inspect(|_| io = true)
+            .and_then(|i| i.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if let Some(tls) = inner.unwrap_or(s).downcast_ref::<rustls::Error>() {
+            let failure = match tls {
+                rustls::Error::InvalidCertificate(_) => ConnectFailure::Certificate,
+                _ => ConnectFailure::Tls,
+            };
+            return ConnectError::new(failure, text);
+        }
+        source = s.source();
+    }
+    // tokio-postgres' own TLS failures ("server does not support TLS") say so in its text.
+    let failure = if e.to_string().starts_with("error performing TLS handshake") {
+        ConnectFailure::Tls
+    } else if io || e.is_closed() {
+        ConnectFailure::Network
+    } else {
+        ConnectFailure::Unknown
+    };
+    ConnectError::new(failure, text)
+}
+
+/// The text of a failed login: the server's message with its SQLSTATE, or the transport's error
+/// with its cause (what rustls found, for a refused certificate).
 fn login_text(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     if let Some(db) = e.as_db_error() {

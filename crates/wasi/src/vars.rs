@@ -1,6 +1,6 @@
 //! Configuration from `wasi:config/store@0.2.0-rc.1`, under the Spin variables' names.
 
-use lakebase::host::Vars;
+use lakebase::host::{HostError, Vars};
 
 use crate::bindings::wasi::config::store;
 
@@ -11,9 +11,9 @@ use crate::bindings::wasi::config::store;
 pub struct WasiVars;
 
 impl Vars for WasiVars {
-    async fn get(&self, name: &str) -> Result<Option<String>, String> {
+    async fn get(&self, name: &str) -> Result<Option<String>, HostError> {
         store::get(name).map_err(|e| match e {
-            store::Error::Upstream(m) | store::Error::Io(m) => m,
+            store::Error::Upstream(m) | store::Error::Io(m) => m.into(),
         })
     }
 }

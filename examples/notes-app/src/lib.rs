@@ -4,7 +4,6 @@
 
 use lakebase_notes_core::{self as notes, Failure, Route};
 use lakebase_spin::Connected;
-use lakebase_spin::host::Clock as _;
 use lakebase_spin::spin::{SpinPg, lakebase};
 use serde_json::Value;
 use spin_sdk::http::Request;

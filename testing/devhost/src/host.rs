@@ -1,6 +1,8 @@
 //! The host: compiles the component once, runs instances with Spin's interfaces (variables,
 //! key-value, postgres, outbound HTTP), and serves `wasi:http` through them, reusing instances
-//! as Spin does (`instances.rs`).
+//! as Spin does (`instances.rs`). A WASIp3 component (`wasi:http/handler@0.3.0`, spin-sdk 7)
+//! gets Spin 4.1's interfaces; a WASIp2 one (`wasi:http/incoming-handler@0.2.x`, spin-sdk 5.2)
+//! gets Spin's WASIp2 interfaces too, on the same backends, and a fresh instance per request.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,8 +24,10 @@ use wasmtime_wasi_http::p3::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::instances::{InstanceReuse, Instances};
 
+use crate::bindings::fermyon::spin::key_value as kv2;
+use crate::bindings::fermyon::spin::variables as var2;
 use crate::bindings::spin::key_value::key_value as kvw;
-use crate::bindings::spin::postgres::postgres as pgw;
+use crate::bindings::spin::postgres4_2_0::postgres as pgw;
 use crate::bindings::spin::variables::variables as varw;
 use crate::kv;
 use crate::manifest::{AllowedHost, App};
@@ -51,6 +55,40 @@ pub struct DevhostOptions {
     pub reuse: InstanceReuse,
 }
 
+/// Which `wasi:http` a component exports, as Spin tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpFlavour {
+    /// `wasi:http/incoming-handler@0.2.x` (spin-sdk 5.x, Spin's `http-rust-p2` template): a
+    /// fresh instance per request, as Spin 3.4 - 4.1 do.
+    WasiP2,
+    /// `wasi:http/handler@0.3.0` (spin-sdk 7): instances reused as Spin 4.1 does.
+    WasiP3,
+}
+
+impl HttpFlavour {
+    /// The flavour of a component, from its exports.
+    pub fn of(engine: &Engine, component: &Component) -> Result<HttpFlavour> {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        if exports.iter().any(|e| e == "wasi:http/handler@0.3.0") {
+            Ok(HttpFlavour::WasiP3)
+        } else if exports
+            .iter()
+            .any(|e| e.starts_with("wasi:http/incoming-handler@0.2.") && !e.contains("-rc-"))
+        {
+            Ok(HttpFlavour::WasiP2)
+        } else {
+            bail!(
+                "the component exports neither wasi:http/handler@0.3.0 (WASIp3, spin-sdk 7) nor wasi:http/incoming-handler@0.2.x (WASIp2, spin-sdk 5); its exports: {}",
+                exports.join(", ")
+            )
+        }
+    }
+}
+
 /// Shared by every instance.
 pub(crate) struct Shared {
     app: App,
@@ -70,6 +108,7 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub struct Devhost {
     engine: Engine,
+    flavour: HttpFlavour,
     handler: ProxyHandler<Instances>,
     shared: Arc<Shared>,
 }
@@ -77,7 +116,7 @@ pub struct Devhost {
 /// Per-instance state.
 pub struct Ctx {
     pub(crate) memory: MemoryUse,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: Hooks,
@@ -103,9 +142,62 @@ impl WasiHttpView for Ctx {
     }
 }
 
+impl wasmtime_wasi_http::p2::WasiHttpView for Ctx {
+    fn http(&mut self) -> wasmtime_wasi_http::p2::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::p2::WasiHttpCtxView {
+            hooks: &mut self.hooks,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
 /// Outbound HTTP: only to allowed hosts.
 struct Hooks {
     shared: Arc<Shared>,
+}
+
+impl Hooks {
+    /// Whether `uri` is allowed; if not, says so in the log, naming the entry to add.
+    fn allowed(&self, uri: &http::Uri) -> bool {
+        let scheme = uri.scheme_str().unwrap_or("https").to_owned();
+        let host = uri.host().unwrap_or("").to_owned();
+        let port = uri
+            .port_u16()
+            .or(crate::manifest::default_port(&scheme))
+            .unwrap_or(0);
+        let allowed = self
+            .shared
+            .allowed
+            .iter()
+            .any(|a| a.allows(&scheme, &host, port));
+        if !allowed {
+            eprintln!(
+                "devhost: a component tried to make an HTTP request to {scheme}://{host}:{port}, which is not allowed: add \"{scheme}://{host}:{port}\" to allowed_outbound_hosts in spin.toml"
+            );
+        }
+        allowed
+    }
+}
+
+/// Outbound `wasi:http@0.2` (WASIp2 components): the same check, then wasmtime-wasi-http's
+/// own client.
+impl wasmtime_wasi_http::p2::WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+        config: wasmtime_wasi_http::p2::types::OutgoingRequestConfig,
+    ) -> wasmtime_wasi_http::p2::HttpResult<wasmtime_wasi_http::p2::types::HostFutureIncomingResponse>
+    {
+        if !self.allowed(request.uri()) {
+            return Err(
+                wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::HttpRequestDenied.into(),
+            );
+        }
+        Ok(wasmtime_wasi_http::p2::default_send_request(
+            request, config,
+        ))
+    }
 }
 
 type HttpBody = http_body_util::combinators::UnsyncBoxBody<
@@ -145,24 +237,10 @@ impl WasiHttpHooks for Hooks {
             > + Send,
     > {
         use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
-        let uri = request.uri().clone();
-        let scheme = uri.scheme_str().unwrap_or("https").to_owned();
-        let host = uri.host().unwrap_or("").to_owned();
-        let port = uri
-            .port_u16()
-            .or(crate::manifest::default_port(&scheme))
-            .unwrap_or(0);
-        let allowed = self
-            .shared
-            .allowed
-            .iter()
-            .any(|a| a.allows(&scheme, &host, port));
+        let allowed = self.allowed(request.uri());
         drop(fut);
         Box::new(async move {
             if !allowed {
-                eprintln!(
-                    "devhost: a component tried to make an HTTP request to {scheme}://{host}:{port}, which is not allowed: add \"{scheme}://{host}:{port}\" to allowed_outbound_hosts in spin.toml"
-                );
                 return Err(ErrorCode::HttpRequestDenied.into());
             }
             let (res, io) = wasmtime_wasi_http::p3::default_send_request(request, options).await?;
@@ -278,13 +356,26 @@ impl Devhost {
         let component = Component::new(&engine, &wasm)
             .map_err(w)
             .with_context(|| format!("compiling {}", app.source.display()))?;
+        let flavour = HttpFlavour::of(&engine, &component)?;
         let mut linker: Linker<Ctx> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(w)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(w)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(w)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(w)?;
         crate::bindings::SpinHost::add_to_linker::<Ctx, SpinHost>(&mut linker, |c| c).map_err(w)?;
         let pre = linker.instantiate_pre(&component).map_err(w)?;
-        let pre = wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(w)?;
+        let (pre, reuse) = match flavour {
+            HttpFlavour::WasiP3 => (
+                ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(w)?),
+                opts.reuse,
+            ),
+            // Spin 3.4 - 4.1 give a WASIp2 component one instance per request, whatever the
+            // reuse flags say.
+            HttpFlavour::WasiP2 => (
+                ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(w)?),
+                InstanceReuse::FRESH,
+            ),
+        };
         let secrets = app.secret_values(&values);
         let shared = Arc::new(Shared {
             app,
@@ -299,15 +390,22 @@ impl Devhost {
         });
         let handler = ProxyHandler::new(Instances {
             engine: engine.clone(),
-            pre: ProxyPre::P3(pre),
+            pre,
             shared: shared.clone(),
-            reuse: opts.reuse,
+            reuse,
         });
         Ok(Devhost {
             engine,
+            flavour,
             handler,
             shared,
         })
+    }
+
+    /// Which `wasi:http` the component exports (WASIp2 components get a fresh instance per
+    /// request).
+    pub fn flavour(&self) -> HttpFlavour {
+        self.flavour
     }
 
     /// Instances created so far (one per request with [`InstanceReuse::FRESH`]).
@@ -345,7 +443,17 @@ impl Devhost {
 
     /// Handles one request: in an instance that is free to take it, else in a new one (see
     /// [`InstanceReuse`]). An instance that traps fails every request it had accepted.
-    pub async fn handle(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
+    pub async fn handle(&self, mut request: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
+        // wasi:http@0.2's incoming request needs an authority (a client always sends `Host`).
+        if self.flavour == HttpFlavour::WasiP2
+            && request.uri().authority().is_none()
+            && !request.headers().contains_key(http::header::HOST)
+        {
+            request.headers_mut().insert(
+                http::header::HOST,
+                http::HeaderValue::from_static("localhost"),
+            );
+        }
         let request = request.map(|body| {
             Full::new(body)
                 .map_err(|never: std::convert::Infallible| -> ErrorCode { match never {} })
@@ -438,21 +546,33 @@ fn configure_stores(
 
 // ---- spin:variables -------------------------------------------------------------------------
 
+impl Shared {
+    /// A component variable, or the `undefined` message (one resolution for every version).
+    fn variable(&self, name: &str) -> Result<String, String> {
+        match self.component_variables.get(name) {
+            Some(v) => Ok(v.clone()),
+            None => Err(format!("no variable for \"{name}\"")),
+        }
+    }
+}
+
 impl varw::HostWithStore<Ctx> for SpinHost {
     async fn get(
         accessor: &Accessor<Ctx, Self>,
         name: String,
     ) -> wasmtime::Result<Result<String, varw::Error>> {
         let shared = accessor.with(|mut a| a.get().shared.clone());
-        Ok(match shared.component_variables.get(&name) {
-            Some(v) => Ok(v.clone()),
-            None => Err(varw::Error::Undefined(format!(
-                "no variable for \"{name}\""
-            ))),
-        })
+        Ok(shared.variable(&name).map_err(varw::Error::Undefined))
     }
 }
 impl varw::Host for Ctx {}
+
+/// `fermyon:spin/variables@2.0.0` (WASIp2): the same variables.
+impl var2::Host for Ctx {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, var2::Error>> {
+        Ok(self.shared.variable(&name).map_err(var2::Error::Undefined))
+    }
+}
 
 // ---- spin:key-value -------------------------------------------------------------------------
 
@@ -466,14 +586,38 @@ fn store_of(
     accessor: &Accessor<Ctx, SpinHost>,
     r: &Resource<StoreHandle>,
 ) -> wasmtime::Result<(String, kv::Backend)> {
-    accessor.with(|mut a| {
-        let s = a.get().table.get(r)?;
-        Ok((s.label.clone(), s.backend.clone()))
-    })
+    accessor.with(|mut a| a.get().store(r))
 }
 
 fn kv_other(e: anyhow::Error) -> kvw::Error {
     kvw::Error::Other(format!("{e:#}"))
+}
+
+/// Why a store does not open (one check for every version of the interface).
+enum OpenDenied {
+    AccessDenied,
+    NoSuchStore,
+}
+
+impl Ctx {
+    /// Opens the store `label`: only a store listed in `key_value_stores`, and configured.
+    fn open_store(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<StoreHandle>, OpenDenied>> {
+        if !self.shared.app.key_value_stores.contains(&label) {
+            return Ok(Err(OpenDenied::AccessDenied));
+        }
+        let Some(backend) = self.shared.stores.get(&label).cloned() else {
+            return Ok(Err(OpenDenied::NoSuchStore));
+        };
+        Ok(Ok(self.table.push(StoreHandle { label, backend })?))
+    }
+
+    fn store(&self, r: &Resource<StoreHandle>) -> wasmtime::Result<(String, kv::Backend)> {
+        let s = self.table.get(r)?;
+        Ok((s.label.clone(), s.backend.clone()))
+    }
 }
 
 impl kvw::HostStoreWithStore<Ctx> for SpinHost {
@@ -482,14 +626,10 @@ impl kvw::HostStoreWithStore<Ctx> for SpinHost {
         label: String,
     ) -> wasmtime::Result<Result<Resource<StoreHandle>, kvw::Error>> {
         accessor.with(|mut a| {
-            let ctx = a.get();
-            if !ctx.shared.app.key_value_stores.contains(&label) {
-                return Ok(Err(kvw::Error::AccessDenied));
-            }
-            let Some(backend) = ctx.shared.stores.get(&label).cloned() else {
-                return Ok(Err(kvw::Error::NoSuchStore));
-            };
-            Ok(Ok(ctx.table.push(StoreHandle { label, backend })?))
+            Ok(a.get().open_store(label)?.map_err(|e| match e {
+                OpenDenied::AccessDenied => kvw::Error::AccessDenied,
+                OpenDenied::NoSuchStore => kvw::Error::NoSuchStore,
+            }))
         })
     }
 
@@ -559,10 +699,82 @@ impl kvw::HostStore for Ctx {
 }
 impl kvw::Host for Ctx {}
 
+/// `fermyon:spin/key-value@2.0.0` (WASIp2): the same stores, so a WASIp2 and a WASIp3
+/// component on one store see each other's values.
+fn kv2_other(e: anyhow::Error) -> kv2::Error {
+    kv2::Error::Other(format!("{e:#}"))
+}
+
+impl kv2::HostStore for Ctx {
+    async fn open(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<StoreHandle>, kv2::Error>> {
+        Ok(self.open_store(label)?.map_err(|e| match e {
+            OpenDenied::AccessDenied => kv2::Error::AccessDenied,
+            OpenDenied::NoSuchStore => kv2::Error::NoSuchStore,
+        }))
+    }
+
+    async fn get(
+        &mut self,
+        s: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv2::Error>> {
+        let (label, b) = self.store(&s)?;
+        Ok(b.get(&label, &key).await.map_err(kv2_other))
+    }
+
+    async fn set(
+        &mut self,
+        s: Resource<StoreHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), kv2::Error>> {
+        let (label, b) = self.store(&s)?;
+        Ok(b.set(&label, &key, value).await.map_err(kv2_other))
+    }
+
+    async fn delete(
+        &mut self,
+        s: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), kv2::Error>> {
+        let (label, b) = self.store(&s)?;
+        Ok(b.delete(&label, &key).await.map_err(kv2_other))
+    }
+
+    async fn exists(
+        &mut self,
+        s: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, kv2::Error>> {
+        let (label, b) = self.store(&s)?;
+        Ok(b.get(&label, &key)
+            .await
+            .map(|v| v.is_some())
+            .map_err(kv2_other))
+    }
+
+    async fn get_keys(
+        &mut self,
+        s: Resource<StoreHandle>,
+    ) -> wasmtime::Result<Result<Vec<String>, kv2::Error>> {
+        let (label, b) = self.store(&s)?;
+        Ok(b.keys(&label).await.map_err(kv2_other))
+    }
+
+    async fn drop(&mut self, r: Resource<StoreHandle>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+impl kv2::Host for Ctx {}
+
 // ---- spin:postgres --------------------------------------------------------------------------
 
 impl Ctx {
-    async fn open_pg(
+    pub(crate) async fn open_pg(
         &mut self,
         address: &str,
         ca_root: Option<&str>,
@@ -583,7 +795,7 @@ impl Ctx {
         }
     }
 
-    fn client(&self, r: &Resource<pg::Connection>) -> wasmtime::Result<pg::Client> {
+    pub(crate) fn client(&self, r: &Resource<pg::Connection>) -> wasmtime::Result<pg::Client> {
         Ok(self.table.get(r)?.client.clone())
     }
 }
@@ -610,7 +822,7 @@ impl FromStrOk for tokio_postgres::Config {
     }
 }
 
-async fn run_query(
+pub(crate) async fn run_query(
     client: pg::Client,
     statement: String,
     params: Vec<pgw::ParameterValue>,
@@ -630,7 +842,7 @@ async fn run_query(
     Ok((columns, rows))
 }
 
-async fn run_execute(
+pub(crate) async fn run_execute(
     client: pg::Client,
     statement: String,
     params: Vec<pgw::ParameterValue>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::GuestTaskId;
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi_http::handler::{
-    HandlerState, Instance, ProxyPre, ShouldAccept, ViewFn, WorkerExpiration, WorkerState,
+    HandlerState, Instance, Proxy, ProxyPre, ShouldAccept, ViewFn, WorkerExpiration, WorkerState,
     WorkerStatus,
 };
 use wasmtime_wasi_http::p3::WasiHttpView as _;
@@ -72,10 +72,16 @@ impl HandlerState for Instances {
         store.limiter(|ctx| &mut ctx.memory);
         let proxy = self.pre.instantiate_async(&mut store).await?;
         self.shared.instances.fetch_add(1, Ordering::Relaxed);
+        let view = match &proxy {
+            Proxy::P2(_) => {
+                ViewFn::P2(|ctx: &mut Ctx| wasmtime_wasi_http::p2::WasiHttpView::http(ctx))
+            }
+            Proxy::P3(_) => ViewFn::P3(|ctx: &mut Ctx| ctx.http()),
+        };
         Ok(Instance {
             store,
             proxy,
-            view: ViewFn::P3(|ctx: &mut Ctx| ctx.http()),
+            view,
             expiration: IdleExpiration {
                 idle_timeout: self.reuse.idle_timeout,
                 timer: None,

@@ -8,8 +8,9 @@ mod instances;
 mod kv;
 pub mod manifest;
 mod pg;
+mod pg3;
 mod server;
 
-pub use host::{Ctx, Devhost, DevhostOptions, StoreHandle, component_world};
+pub use host::{Ctx, Devhost, DevhostOptions, HttpFlavour, StoreHandle, component_world};
 pub use instances::InstanceReuse;
 pub use server::ServeHandle;

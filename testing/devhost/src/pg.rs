@@ -14,7 +14,7 @@ use deadpool_postgres::{ManagerConfig, PoolError, RecyclingMethod};
 use postgres_types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::config::SslMode;
 
-use crate::bindings::spin::postgres::postgres::{
+use crate::bindings::spin::postgres4_2_0::postgres::{
     Column, DbDataType, DbError, DbValue, Error, Interval, ParameterValue, QueryError,
     RangeBoundKind,
 };
@@ -127,13 +127,24 @@ fn check_allowed(config: &tokio_postgres::Config, allowed: &[AllowedHost]) -> Re
                 ));
             }
         };
-        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        // Spin's port: the one at the host's index, or the only one; none given means 5432.
+        let given = ports
+            .get(i)
+            .or(if ports.len() == 1 {
+                ports.first()
+            } else {
+                None
+            })
+            .copied();
+        let port = given.unwrap_or(5432);
         if !allowed.iter().any(|a| a.allows("postgres", &host, port)) {
             eprintln!(
                 "devhost: a component tried to connect to postgres://{host}:{port}, which is not allowed: add \"postgres://{host}:{port}\" to allowed_outbound_hosts in spin.toml"
             );
+            // Spin's words (factor-outbound-pg, `allowed_hosts.rs`), the port only when given.
+            let port = given.map(|p| format!(":{p}")).unwrap_or_default();
             return Err(Error::ConnectionFailed(format!(
-                "destination not allowed: postgres://{host}:{port} is not in allowed_outbound_hosts"
+                "address postgres://{host}{port} is not permitted"
             )));
         }
     }
@@ -195,7 +206,6 @@ pub fn query_error(e: tokio_postgres::Error) -> Error {
 pub fn data_type(t: &Type) -> DbDataType {
     match *t {
         Type::BOOL => DbDataType::Boolean,
-        Type::CHAR => DbDataType::Int8,
         Type::INT2 => DbDataType::Int16,
         Type::INT4 => DbDataType::Int32,
         Type::INT8 => DbDataType::Int64,
@@ -208,7 +218,8 @@ pub fn data_type(t: &Type) -> DbDataType {
         Type::TIMESTAMP => DbDataType::Datetime,
         Type::TIMESTAMPTZ => DbDataType::Datetime,
         Type::UUID => DbDataType::Uuid,
-        Type::JSON | Type::JSONB => DbDataType::Jsonb,
+        // Only jsonb: Spin maps `json` (and `"char"`) to `other`/`unsupported`.
+        Type::JSONB => DbDataType::Jsonb,
         Type::NUMERIC => DbDataType::Decimal,
         Type::INT4_RANGE => DbDataType::RangeInt32,
         Type::INT8_RANGE => DbDataType::RangeInt64,
@@ -302,7 +313,6 @@ pub fn row_values(row: &tokio_postgres::Row) -> Result<Vec<DbValue>, Error> {
     for (i, col) in row.columns().iter().enumerate() {
         let v = match *col.type_() {
             Type::BOOL => get::<bool>(row, i)?.map(DbValue::Boolean),
-            Type::CHAR => get::<i8>(row, i)?.map(DbValue::Int8),
             Type::INT2 => get::<i16>(row, i)?.map(DbValue::Int16),
             Type::INT4 => get::<i32>(row, i)?.map(DbValue::Int32),
             Type::INT8 => get::<i64>(row, i)?.map(DbValue::Int64),
@@ -326,7 +336,7 @@ pub fn row_values(row: &tokio_postgres::Row) -> Result<Vec<DbValue>, Error> {
             Type::TIMESTAMPTZ => get::<chrono::DateTime<chrono::Utc>>(row, i)?
                 .map(|dt| DbValue::Datetime(datetime_tuple(dt.naive_utc()))),
             Type::UUID => get::<uuid::Uuid>(row, i)?.map(|u| DbValue::Uuid(u.to_string())),
-            Type::JSON | Type::JSONB => get::<serde_json::Value>(row, i)?
+            Type::JSONB => get::<serde_json::Value>(row, i)?
                 .map(|j| DbValue::Jsonb(j.to_string().into_bytes())),
             Type::NUMERIC => {
                 get::<rust_decimal::Decimal>(row, i)?.map(|d| DbValue::Decimal(d.to_string()))

@@ -11,7 +11,7 @@
 
 mod http_api;
 mod proxy;
-pub use proxy::{LOGINS_ACCEPTED, LOGINS_REJECTED};
+pub use proxy::{CLIENT_TURNS, LOGINS_ACCEPTED, LOGINS_REJECTED};
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};

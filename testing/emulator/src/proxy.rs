@@ -131,6 +131,46 @@ impl Drop for OpenSession<'_> {
 pub const LOGINS_ACCEPTED: &str = "PG login accepted";
 /// The count key of logins the proxy refused with `28P01`.
 pub const LOGINS_REJECTED: &str = "PG login rejected";
+/// The count key of round trips on logged-in sessions: each time a client sends after the
+/// server last spoke (a client that pipelines several statements makes one).
+pub const CLIENT_TURNS: &str = "PG client turns";
+
+/// Relays a logged-in session both ways until either side closes, counting [`CLIENT_TURNS`].
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    server: &mut TcpStream,
+    shared: &Shared,
+) -> Result<()> {
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut server_rx, mut server_tx) = server.split();
+    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    // The login ended with the server's ReadyForQuery: the client's first bytes are a turn.
+    let mut server_spoke = true;
+    loop {
+        tokio::select! {
+            n = client_rx.read(&mut up) => {
+                let n = n?;
+                if n == 0 {
+                    let _ = server_tx.shutdown().await;
+                    return Ok(());
+                }
+                if std::mem::take(&mut server_spoke) {
+                    *shared.state.lock().unwrap().counts.entry(CLIENT_TURNS.to_owned()).or_insert(0) += 1;
+                }
+                server_tx.write_all(&up[..n]).await?;
+            }
+            n = server_rx.read(&mut down) => {
+                let n = n?;
+                if n == 0 {
+                    let _ = client_tx.shutdown().await;
+                    return Ok(());
+                }
+                server_spoke = true;
+                client_tx.write_all(&down[..n]).await?;
+            }
+        }
+    }
+}
 
 async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
@@ -295,11 +335,11 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
     // Relay until either side closes, or the token is revoked.
     let mut revocations = shared.revocations.subscribe();
-    let relay = tokio::io::copy_bidirectional(&mut client, &mut server);
+    let relay = relay(&mut client, &mut server, shared);
     tokio::pin!(relay);
     loop {
         tokio::select! {
-            r = &mut relay => { r?; return Ok(()); }
+            r = &mut relay => return r,
             changed = revocations.changed() => {
                 if changed.is_err() || shared.state.lock().unwrap().revoked.contains(&claims.jti) {
                     shared.log(format!("proxy: cut session of {user} ({fp}): token revoked"));

@@ -344,6 +344,7 @@ impl Drop for RedisServer {
 /// A NATS server with JetStream (`nats-server -js`) on a free loopback port, its storage in a
 /// temporary directory; stopped and the directory removed on drop.
 pub struct NatsServer {
+    bin: PathBuf,
     child: Child,
     port: u16,
     dir: PathBuf,
@@ -390,6 +391,7 @@ impl NatsServer {
                 .spawn()
                 .with_context(|| format!("starting {}", bin.display()))?;
             let mut server = NatsServer {
+                bin: bin.to_owned(),
                 child,
                 port,
                 dir: dir.clone(),
@@ -416,6 +418,45 @@ impl NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an outage: clients see their connection drop); [`NatsServer::restart`]
+    /// brings it back with the same port and storage.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on its port, with the key-value buckets it had, and waits until
+    /// it accepts connections.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.child = Command::new(&self.bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if self.child.try_wait()?.is_some() || Instant::now() > deadline {
+                bail!(
+                    "{} did not start again on port {}",
+                    self.bin.display(),
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 }
 

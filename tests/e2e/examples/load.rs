@@ -16,6 +16,7 @@
 //! ./scripts/load.sh                                     # devhost (+ spin if found), sqlite + redis
 //! ./scripts/load.sh --hosts spin --stores redis --processes 4 --clients 16 --requests 1000
 //! ./scripts/load.sh --ttl 20s --seconds 30              # short-lived tokens, a time budget
+//! ./scripts/load.sh --flavour p2 --processes 4 --clients 16 --requests 1000   # the WASIp2 build
 //! # the rotation soak: 5 rotations of a 60 s token, every request a query
 //! ./scripts/load.sh --hosts devhost --stores sqlite --processes 2 --clients 8 --ttl 60s --seconds 300 --path /health
 //! ```
@@ -49,6 +50,8 @@ OPTIONS:
                      build (examples/notes-wasi) with `wasmtime serve` ($WASMTIME or on the
                      PATH) and instance reuse; its store is wasmtime's in-memory one (`memory`)
   --stores LIST      sqlite, redis or both, for Spin and the devhost (default: sqlite,redis)
+  --flavour LIST     p3, p2 or both: the notes app's build for Spin and the devhost, WASIp3
+                     (spin.toml, Spin 4.1+) or WASIp2 (spin-p2.toml, Spin 3.4+) (default: p3)
   --processes N      host processes on one store (default 4)
   --clients M        concurrent clients per process (default 16)
   --requests R       requests in all (default 1000, or no cap with --seconds)
@@ -64,6 +67,7 @@ A rotation soak: --hosts devhost --stores sqlite --processes 2 --clients 8 --ttl
 struct Args {
     hosts: Vec<HostKind>,
     stores: Vec<String>,
+    flavours: Vec<String>,
     processes: usize,
     clients: usize,
     budget: Budget,
@@ -88,6 +92,7 @@ fn parse_args() -> Result<Args> {
     let mut a = Args {
         hosts: vec![],
         stores: vec!["sqlite".into(), "redis".into()],
+        flavours: vec!["p3".into()],
         processes: 4,
         clients: 16,
         budget: Budget::requests(1000),
@@ -106,6 +111,9 @@ fn parse_args() -> Result<Args> {
             }
             "--hosts" => hosts = Some(value()?),
             "--stores" => a.stores = value()?.split(',').map(|s| s.trim().to_owned()).collect(),
+            "--flavour" | "--flavours" => {
+                a.flavours = value()?.split(',').map(|s| s.trim().to_owned()).collect()
+            }
             "--processes" => a.processes = number(&flag, &value()?)?,
             "--clients" => a.clients = number(&flag, &value()?)?,
             "--requests" => requests = Some(number(&flag, &value()?)?),
@@ -133,6 +141,11 @@ fn parse_args() -> Result<Args> {
     for s in &a.stores {
         if s != "sqlite" && s != "redis" {
             bail!("--stores: `{s}` is neither sqlite nor redis");
+        }
+    }
+    for f in &a.flavours {
+        if f != "p3" && f != "p2" {
+            bail!("--flavour: `{f}` is neither p3 (spin.toml) nor p2 (spin-p2.toml)");
         }
     }
     a.hosts = match hosts {
@@ -171,19 +184,41 @@ fn number(flag: &str, s: &str) -> Result<usize> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
-    if !root()
-        .join("target/wasm32-wasip2/release/lakebase_notes.wasm")
-        .exists()
-    {
-        bail!(
-            "build the app first: cargo build --target wasm32-wasip2 --release -p lakebase-notes (scripts/load.sh does)"
-        );
+    for flavour in &args.flavours {
+        let (package, file) = flavour_build(flavour);
+        if !root()
+            .join("target/wasm32-wasip2/release")
+            .join(file)
+            .exists()
+        {
+            bail!(
+                "build the app first: cargo build --target wasm32-wasip2 --release -p {package} (scripts/load.sh does)"
+            );
+        }
     }
     let pg = PgCluster::start()?;
     let mut rows = Vec::new();
     let mut rotation_rows = Vec::new();
+    let mut runs = Vec::new();
     for kind in &args.hosts {
         let wasi = matches!(kind, HostKind::WasmtimeServe { .. });
+        // wasmtime serves the standard-WASI build: one run, whatever the flavours.
+        let flavours = if wasi {
+            vec!["wasi".to_owned()]
+        } else {
+            args.flavours.clone()
+        };
+        for flavour in flavours {
+            runs.push((kind, flavour));
+        }
+    }
+    for (kind, flavour) in runs {
+        let wasi = matches!(kind, HostKind::WasmtimeServe { .. });
+        let manifest = root().join(if flavour == "p2" {
+            "spin-p2.toml"
+        } else {
+            "spin.toml"
+        });
         let stores = if wasi {
             vec!["memory".to_owned()]
         } else {
@@ -213,7 +248,7 @@ async fn main() -> Result<()> {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
             let dir = std::env::temp_dir().join(format!(
-                "lakebase-load-{}-{store}-{}",
+                "lakebase-load-{}-{flavour}-{store}-{}",
                 kind.name(),
                 std::process::id()
             ));
@@ -255,7 +290,7 @@ async fn main() -> Result<()> {
                     HostProcess::start(
                         kind,
                         &HostOptions {
-                            manifest: root().join("spin.toml"),
+                            manifest: manifest.clone(),
                             variables: variables.clone(),
                             runtime_config: runtime_config.clone(),
                             // SQLite: one state directory, so every process opens the same file.
@@ -278,9 +313,9 @@ async fn main() -> Result<()> {
                 r
             });
             let rotations = report.rotations(&emu.mint_times(), NEAR_MINT);
-            rotation_rows.push(rotation_row(kind.name(), store, &rotations));
+            rotation_rows.push(rotation_row(kind.name(), &flavour, store, &rotations));
             rows.push(format!(
-                "| {} | {store} | {} × {} | {} | {} | {} | {} | {} (+{} rejected) | {:.1} | {:.1} |",
+                "| {} | {flavour} | {store} | {} × {} | {} | {} | {} | {} | {} (+{} rejected) | {:.1} | {:.1} |",
                 kind.name(),
                 args.processes,
                 args.clients,
@@ -304,18 +339,18 @@ async fn main() -> Result<()> {
         }
     }
     println!(
-        "| host | store | processes × clients | requests | errors | mints | OIDC calls | Postgres logins | p50 ms | p95 ms |"
+        "| host | build | store | processes × clients | requests | errors | mints | OIDC calls | Postgres logins | p50 ms | p95 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
     if args.ttl.is_some() {
         println!();
         println!(
-            "| host | store | mints | sessions open, most | most per rotation | at the end | p99 ms, ≤ 2 s after a mint (requests) | p99 ms, others (requests) |"
+            "| host | build | store | mints | sessions open, most | most per rotation | at the end | p99 ms, ≤ 2 s after a mint (requests) | p99 ms, others (requests) |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for r in rotation_rows {
             println!("{r}");
         }
@@ -323,8 +358,16 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The package and `.wasm` of a flavour's build.
+fn flavour_build(flavour: &str) -> (&'static str, &'static str) {
+    match flavour {
+        "p2" => ("lakebase-notes-p2", "lakebase_notes_p2.wasm"),
+        _ => ("lakebase-notes", "lakebase_notes.wasm"),
+    }
+}
+
 /// A row of the rotation table.
-fn rotation_row(host: &str, store: &str, r: &Rotations) -> String {
+fn rotation_row(host: &str, build: &str, store: &str, r: &Rotations) -> String {
     let per_rotation = r
         .sessions_max_per_rotation
         .iter()
@@ -332,7 +375,7 @@ fn rotation_row(host: &str, store: &str, r: &Rotations) -> String {
         .collect::<Vec<_>>()
         .join(" → ");
     format!(
-        "| {host} | {store} | {} | {} | {per_rotation} | {} | {:.1} ({}) | {:.1} ({}) |",
+        "| {host} | {build} | {store} | {} | {} | {per_rotation} | {} | {:.1} ({}) | {:.1} ({}) |",
         r.mints,
         r.sessions_max,
         r.sessions_end,

@@ -7,7 +7,10 @@
 //! - `plugin pass-through`: the consumer composed with the plugin, same connection string (the
 //!   plugin forwards it untouched);
 //! - `plugin lakebase:`: the consumer composed with the plugin, address `lakebase:` (cached
-//!   credential, then the same host connection).
+//!   credential, then the same host connection);
+//! - phase `static`: one handler (`tests/bench-handler`) running `SELECT 1` through a fixed
+//!   connection string (`/static`) and through the library (`/library`, `lakebase_spin::spin::
+//!   connect`): the library's cost over a static-password handler, same component and instance.
 //!
 //! All three log in through the emulator's login proxy to the same PostgreSQL, so the plugin is
 //! the only difference. Run from the repository root:
@@ -16,6 +19,7 @@
 //! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench            # 200 requests per row
 //! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500      # more
 //! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500 SELECT   # SELECT 1 only
+//! cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500 static   # library vs static only
 //! # against another build of the plugin, in the same run (two more rows per phase):
 //! PLUGIN_BENCH_BASELINE=/tmp/old/lakebase_plugin.wasm cargo run -p lakebase-e2e --profile bench-host --example plugin_bench -- 500
 //! ```
@@ -115,7 +119,14 @@ async fn mint_token(emu: &Emulator) -> Result<String> {
 fn build_wasm() -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .args(["build", "--target", "wasm32-wasip2", "--release"])
-        .args(["-p", "lakebase-pg-consumer", "-p", "lakebase-plugin"])
+        .args([
+            "-p",
+            "lakebase-pg-consumer",
+            "-p",
+            "lakebase-plugin",
+            "-p",
+            "lakebase-notes",
+        ])
         .current_dir(root())
         .status()?;
     if !status.success() {
@@ -127,8 +138,7 @@ fn build_wasm() -> Result<()> {
 /// The consumer's manifest, with the plugin at `plugin` or without one, written beside a state
 /// directory.
 fn manifest(dir: &Path, plugin: Option<&Path>) -> Result<PathBuf> {
-    let source = root().join("tests/pg-consumer/spin.toml");
-    let mut text = std::fs::read_to_string(&source)?;
+    let mut text = std::fs::read_to_string(root().join("tests/pg-consumer/spin.toml"))?;
     let built = "../../target/wasm32-wasip2/release/lakebase_plugin.wasm";
     match plugin {
         Some(plugin) => text = text.replace(built, &plugin.display().to_string()),
@@ -143,8 +153,19 @@ fn manifest(dir: &Path, plugin: Option<&Path>) -> Result<PathBuf> {
             text.replace_range(start..end, "");
         }
     }
+    write_manifest(dir, &text)
+}
+
+/// The bench handler's manifest, written into `dir`.
+fn bench_handler_manifest(dir: &Path) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(root().join("tests/bench-handler/spin.toml"))?;
+    write_manifest(dir, &text)
+}
+
+/// Writes a fixture's manifest text into `dir` as `spin.toml`, its `.wasm` paths made absolute.
+fn write_manifest(dir: &Path, text: &str) -> Result<PathBuf> {
     let target = root().join("target/wasm32-wasip2/release");
-    text = text.replace(
+    let text = text.replace(
         "../../target/wasm32-wasip2/release",
         &target.display().to_string(),
     );
@@ -173,7 +194,7 @@ async fn main() -> Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(200);
-    // Further arguments pick phases by name: `SELECT` or `rows` (default: both).
+    // Further arguments pick phases by name: `SELECT`, `rows` or `static` (default: all).
     let only: Vec<String> = std::env::args().skip(2).collect();
     build_wasm()?;
     let pg = PgCluster::start()?;
@@ -217,12 +238,24 @@ async fn main() -> Result<()> {
     }
     let mut servers = Vec::new();
     let mut hosts = Vec::new();
+    let mut manifests = Vec::new();
     for (name, plugin) in &setups {
-        let dir = scratch.join(name);
+        manifests.push(manifest(&scratch.join(name), *plugin)?);
+    }
+    // The bench handler (the library linked into the handler itself), the last host.
+    manifests.push(bench_handler_manifest(&scratch.join("handler"))?);
+    let handler_host = manifests.len() - 1;
+    for (i, manifest) in manifests.into_iter().enumerate() {
+        let dir = manifest.parent().context("manifest dir")?.to_owned();
+        let mut variables = vars.clone();
+        if i == handler_host {
+            // The consumer's own variable; the handler has none such.
+            variables.remove("direct_address");
+        }
         let host = Devhost::load(DevhostOptions {
-            manifest: manifest(&dir, *plugin)?,
+            manifest,
             state_dir: Some(dir.join(".spin")),
-            variables: vars.clone(),
+            variables,
             env: Some(HashMap::new()),
             ..Default::default()
         })?;
@@ -238,12 +271,13 @@ async fn main() -> Result<()> {
         variants.push(("baseline plugin pass-through", 2, "via=direct"));
         variants.push(("baseline plugin lakebase:", 2, "via=lakebase"));
     }
-    let phases: Vec<Vec<Row>> = [
+    let wanted = |phase: &str| only.is_empty() || only.iter().any(|o| phase.contains(o.as_str()));
+    let mut phases: Vec<Vec<Row>> = [
         ("SELECT 1", "/select1?"),
         ("5,000 rows", "/rows?n=5000&width=100&"),
     ]
     .into_iter()
-    .filter(|(phase, _)| only.is_empty() || only.iter().any(|o| phase.contains(o.as_str())))
+    .filter(|(phase, _)| wanted(phase))
     .map(|(phase, path)| {
         variants
             .iter()
@@ -255,6 +289,19 @@ async fn main() -> Result<()> {
             .collect()
     })
     .collect();
+    // The library against a static password: one handler, the same `SELECT 1`, its two routes
+    // differing only in how the connection is opened.
+    if wanted("static") {
+        let row = |name: &str, path: &str| Row {
+            name: format!("SELECT 1 in one handler, {name}"),
+            path: path.to_owned(),
+            host: handler_host,
+        };
+        phases.push(vec![
+            row("static connection string", "/static"),
+            row("lakebase-spin library", "/library"),
+        ]);
+    }
     // Each query kind is its own phase (a 5,000-row request just before a SELECT 1 would slow
     // the latter). Within a phase, after a warm-up of every row (pools, compiled code, the cached
     // credential), the rows alternate request by request, and the order rotates every round, so
@@ -307,6 +354,9 @@ async fn main() -> Result<()> {
     println!("\ndatabase credentials minted during the run: {mints} (1 by the benchmark itself)");
     drop(servers);
     drop(hosts);
+    // Instances idle out after 1 s (Spin's default); dropped earlier, with the runtime, their
+    // workers would be reported as failed instances.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

@@ -44,6 +44,16 @@ pub fn notes_wasi_wasm() -> PathBuf {
         .clone()
 }
 
+/// Builds the release `.wasm` of the WASIp2 notes app (`examples/notes-app-p2`, spin-sdk 5.2; its
+/// own cargo invocation: built with the spin-sdk 7 components, the core's feature `with-spin-sdk`
+/// would unify into it and pull spin-sdk 7 in).
+pub fn notes_p2_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_release("lakebase-notes-p2", "lakebase_notes_p2.wasm"))
+        .clone()
+}
+
 /// Builds the standard-WASI plugin, `lakebase_wasi_plugin.wasm` (its own cargo invocation,
 /// like the WASI app).
 pub fn wasi_plugin_wasm() -> PathBuf {
@@ -77,6 +87,15 @@ pub fn p3_credentials_consumer_wasm() -> PathBuf {
                 "lakebase_p3_credentials_consumer.wasm",
             )
         })
+        .clone()
+}
+
+/// Builds the WASIp2 fixture written with spin-sdk 5.2 (`tests/p2-probe`), in its own cargo
+/// invocation (spin-sdk 5.2's dependencies must not unify features with the other components').
+pub fn p2_probe_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_release("lakebase-p2-probe", "lakebase_p2_probe.wasm"))
         .clone()
 }
 
@@ -291,6 +310,52 @@ pub fn plugin_wasm() {
             "building the plugin or its consumer failed"
         );
     });
+}
+
+/// Builds the WASIp2 plugin (`crates/plugin-p2`, `lakebase_plugin_p2.wasm`) and its plain
+/// `spin_sdk::pg4` consumer (`tests/pg-consumer-p2`) once per test process, in a cargo
+/// invocation of their own (spin-sdk 5.2: with the spin-sdk 7 components, feature unification
+/// would pull spin-sdk 7 in). Returns the plugin's path.
+pub fn plugin_p2_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = cargo()
+                .args(["build", "--target", "wasm32-wasip2", "--release"])
+                .args(["-p", "lakebase-plugin-p2", "-p", "lakebase-pg-consumer-p2"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build for the WASIp2 plugin and its consumer");
+            assert!(
+                status.success(),
+                "building the WASIp2 plugin or its consumer failed"
+            );
+            repo_root().join("target/wasm32-wasip2/release/lakebase_plugin_p2.wasm")
+        })
+        .clone()
+}
+
+/// Builds the WASIp2 plugin and its consumer on `credentials-sync`
+/// (`tests/credentials-consumer-p2`, `lakebase_credentials_consumer_p2.wasm`) once per test
+/// process, in a cargo invocation of their own (spin-sdk 5.2); returns the consumer's path.
+pub fn credentials_consumer_p2_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = cargo()
+                .args(["build", "--target", "wasm32-wasip2", "--release"])
+                .args(["-p", "lakebase-plugin-p2"])
+                .args(["-p", "lakebase-credentials-consumer-p2"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build for the WASIp2 plugin and its credentials consumer");
+            assert!(
+                status.success(),
+                "building the WASIp2 plugin or its credentials consumer failed"
+            );
+            repo_root().join("target/wasm32-wasip2/release/lakebase_credentials_consumer_p2.wasm")
+        })
+        .clone()
 }
 
 /// Builds the Python consumer (componentize-py from PyPI) once per test process.

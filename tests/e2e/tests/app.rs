@@ -181,7 +181,7 @@ async fn configuration_errors_name_the_variable() {
         ("lakebase_endpoint", "", "lakebase_endpoint"),
         ("lakebase_endpoint", "my-endpoint", "lakebase_endpoint"),
         ("pgport", "0", "pgport"),
-        ("pgsslmode", "verify-full", "pgsslmode"),
+        ("pgsslmode", "verify-ca", "pgsslmode"),
     ];
     for (name, value, mentioned) in cases {
         let s = Stack::start_with(|v| {

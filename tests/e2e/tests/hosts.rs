@@ -15,6 +15,32 @@ use lakebase_testkit::RedisServer;
 use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};
 use lakebase_testkit::load::{self, Budget, LoadReport};
 
+/// The notes app's two builds on every host of [`hosts`]: WASIp3 (`spin.toml`, Spin 4.1 and
+/// later) and WASIp2 (`spin-p2.toml`, spin-sdk 5.2, Spin 3.4 and later; a fresh instance per
+/// request). `E2E_FLAVOURS=p3` (or `p2`) runs one build only.
+fn app_hosts() -> Vec<(PathBuf, HostKind)> {
+    let flavours = [("p3", "spin.toml"), ("p2", "spin-p2.toml")];
+    let only = std::env::var("E2E_FLAVOURS").ok();
+    let mut runs = Vec::new();
+    for (flavour, manifest) in flavours {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|f| f.trim() == flavour))
+        {
+            continue;
+        }
+        match flavour {
+            "p3" => app_wasm(),
+            _ => notes_p2_wasm(),
+        };
+        for kind in hosts() {
+            println!("== {flavour} build ({manifest}) on {}", kind.name());
+            runs.push((repo_root().join(manifest), kind));
+        }
+    }
+    runs
+}
+
 fn start(
     kind: &HostKind,
     manifest: PathBuf,
@@ -70,11 +96,10 @@ fn report(kind: &HostKind, what: &str, r: &LoadReport, mints: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_cold_requests_on_one_process() {
-    app_wasm();
-    for kind in hosts() {
+    for (manifest, kind) in app_hosts() {
         let up = Upstream::start().await;
         let dir = temp_dir("cold64");
-        let node = start(&kind, repo_root().join("spin.toml"), &up, &dir, None);
+        let node = start(&kind, manifest.clone(), &up, &dir, None);
         let r = tokio::task::block_in_place(|| {
             load::run(
                 std::slice::from_ref(&node),
@@ -138,12 +163,11 @@ async fn sixty_four_concurrent_cold_requests_through_the_plugin() {
 /// 16 clients for 22 s cross the reuse limit while requests are in flight, with no error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remint_under_load_with_a_short_server_lifetime() {
-    app_wasm();
-    for kind in hosts() {
+    for (manifest, kind) in app_hosts() {
         let up = Upstream::start().await;
         up.emu.set_db_token_ttl(Duration::from_secs(20));
         let dir = temp_dir("remint");
-        let node = start(&kind, repo_root().join("spin.toml"), &up, &dir, None);
+        let node = start(&kind, manifest.clone(), &up, &dir, None);
         let r = tokio::task::block_in_place(|| {
             load::run(
                 std::slice::from_ref(&node),
@@ -183,14 +207,13 @@ async fn sessions_do_not_pile_up_across_token_rotations() {
     const TTL: Duration = Duration::from_secs(20);
     const REUSE: Duration = Duration::from_secs(15);
     const RUN: Duration = Duration::from_secs(90);
-    app_wasm();
-    for kind in hosts() {
+    for (manifest, kind) in app_hosts() {
         let up = Upstream::start().await;
         up.emu.set_db_token_ttl(TTL);
         // One state directory: both processes share the cached credential (one mint per rotation).
         let dir = temp_dir("rotations");
-        let a = start(&kind, repo_root().join("spin.toml"), &up, &dir, None);
-        let b = start(&kind, repo_root().join("spin.toml"), &up, &dir, None);
+        let a = start(&kind, manifest.clone(), &up, &dir, None);
+        let b = start(&kind, manifest.clone(), &up, &dir, None);
         let nodes = [a, b];
         let r = tokio::task::block_in_place(|| {
             load::run_with_gauge(&nodes, 4, Budget::time(RUN), "/health", &|| {
@@ -239,13 +262,12 @@ async fn sessions_do_not_pile_up_across_token_rotations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_sharing_the_sqlite_file() {
-    app_wasm();
-    for kind in hosts() {
+    for (manifest, kind) in app_hosts() {
         let up = Upstream::start().await;
         // One state directory: both processes open the same sqlite_key_value.db.
         let dir = temp_dir("sqlite2");
-        let a = start(&kind, repo_root().join("spin.toml"), &up, &dir, None);
-        let b = start(&kind, repo_root().join("spin.toml"), &up, &dir, None);
+        let a = start(&kind, manifest.clone(), &up, &dir, None);
+        let b = start(&kind, manifest.clone(), &up, &dir, None);
         let nodes = [a, b];
         let r =
             tokio::task::block_in_place(|| load::run(&nodes, 16, Budget::requests(400), "/health"));
@@ -272,8 +294,7 @@ async fn two_processes_sharing_the_sqlite_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_sharing_redis_and_nothing_leaks() {
-    app_wasm();
-    for kind in hosts() {
+    for (manifest, kind) in app_hosts() {
         let up = Upstream::start().await;
         let redis = RedisServer::start().expect("starting redis");
         let dir = temp_dir("redis2");
@@ -286,20 +307,8 @@ async fn two_processes_sharing_redis_and_nothing_leaks() {
             ),
         )
         .unwrap();
-        let a = start(
-            &kind,
-            repo_root().join("spin.toml"),
-            &up,
-            &dir.join("a"),
-            Some(&rc),
-        );
-        let b = start(
-            &kind,
-            repo_root().join("spin.toml"),
-            &up,
-            &dir.join("b"),
-            Some(&rc),
-        );
+        let a = start(&kind, manifest.clone(), &up, &dir.join("a"), Some(&rc));
+        let b = start(&kind, manifest.clone(), &up, &dir.join("b"), Some(&rc));
         let nodes = [a, b];
         let r =
             tokio::task::block_in_place(|| load::run(&nodes, 16, Budget::requests(400), "/health"));
@@ -432,8 +441,7 @@ fn redis_keys(url: &str) -> Vec<String> {
 /// any response or log. (The README's fault table lists these and the in-process ones.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_matrix() {
-    app_wasm();
-    for kind in hosts() {
+    for (manifest, kind) in app_hosts() {
         let name = kind.name();
         let up = Upstream::start().await;
         let redis = RedisServer::start().expect("starting redis");
@@ -447,7 +455,6 @@ async fn fault_matrix() {
             ),
         )
         .unwrap();
-        let manifest = repo_root().join("spin.toml");
         let mut responses = String::new();
         let mut logs = String::new();
 
@@ -462,7 +469,6 @@ async fn fault_matrix() {
         let keys = redis_keys(&redis.url());
         assert!(!keys.is_empty());
         // The wall clock the hosts share (the library's own clock, as the app reads it).
-        use lakebase_spin::host::Clock as _;
         let now = lakebase_spin::SystemClock.now().timestamp();
         let far = now + 10 * 365 * 86_400;
         for (i, key) in keys.iter().enumerate() {

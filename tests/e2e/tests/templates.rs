@@ -1,8 +1,11 @@
-//! The `spin new` templates in `templates/`, as a new user meets them: installed into a
+//! The `spin new` templates in `templates/` (the HTTP one and the plugin one, each in both
+//! flavours: WASIp3 and WASIp2), as a new user meets them, on every host of
+//! [`lakebase_e2e::hosts`]: with a real Spin (`$SPIN`, else `spin` on the PATH) installed into a
 //! throwaway Spin home with `spin templates install --dir`, instantiated with `spin new
-//! --accept-defaults`, built with `spin build` (the library dependency pointed at this checkout
-//! with a `[patch]`, for the test only) and served by the real Spin against the emulator.
-//! Needs a real Spin (`$SPIN`, else `spin` on the PATH); says so and passes without one.
+//! --accept-defaults` and built with `spin build`; on the devhost rendered by [`render`] (the
+//! few Liquid forms the templates use) and built with the manifest's build command. Either way
+//! the library dependency points at this checkout with a `[patch]` (for the test only), and the
+//! app is served against the emulator.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,7 +29,8 @@ fn spin(bin: &Path, data: &Path, dir: &Path, args: &[&str]) {
     );
 }
 
-/// Instantiates `template` as `name` and builds it; returns the app's directory.
+/// Instantiates `template` as `name` with `spin new` and builds it with `spin build`; returns
+/// the app's directory.
 fn new_app(bin: &Path, template: &str, name: &str, values: &[&str]) -> std::path::PathBuf {
     let dir = temp_dir(&format!("template-{name}"));
     let data = dir.join("spin-data");
@@ -42,10 +46,109 @@ fn new_app(bin: &Path, template: &str, name: &str, values: &[&str]) -> std::path
     }
     spin(bin, &data, &dir, &args);
     let app = dir.join(name);
-    // For this test only: the unpublished library from this checkout, and a shared target
-    // directory so that spin-sdk is not compiled again for every run.
+    prepare(&app);
+    spin(bin, &data, &app, &["build"]);
+    app
+}
+
+/// `template` rendered as `name` the way `spin new --accept-defaults` does (each parameter's
+/// default, `values` as `key=value` over them; `{% raw %}` kept verbatim; `.tmpl` dropped from
+/// file names) and built with its manifest's build command; returns the app's directory. The
+/// test names are lowercase words, which every case filter leaves as they are.
+fn render(template: &str, name: &str, values: &[&str]) -> std::path::PathBuf {
+    let root = repo_root().join("templates").join(template);
+    let meta: toml::Table = std::fs::read_to_string(root.join("metadata/spin-template.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut params: Vec<(String, String)> = vec![
+        ("project-name".into(), name.into()),
+        ("authors".into(), "lakebase tests".into()),
+    ];
+    for (key, spec) in meta
+        .get("parameters")
+        .and_then(|p| p.as_table())
+        .into_iter()
+        .flatten()
+    {
+        let default = spec
+            .get("default")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default();
+        params.push((key.clone(), default.to_owned()));
+    }
+    for v in values {
+        let (key, value) = v.split_once('=').unwrap();
+        params.retain(|(k, _)| k != key);
+        params.push((key.into(), value.into()));
+    }
+    let app = temp_dir(&format!("template-{name}")).join(name);
+    let mut pending = vec![root.join("content")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(root.join("content")).unwrap();
+            let relative = relative.to_str().unwrap().trim_end_matches(".tmpl");
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            // Outside `{% raw %}` blocks, `{{key}}` and `{{key | filter}}` are parameters.
+            let mut out = String::new();
+            for (i, part) in text.split("{% raw %}").enumerate() {
+                let (raw, rest) = if i == 0 {
+                    ("", part)
+                } else {
+                    part.split_once("{% endraw %}").unwrap()
+                };
+                out.push_str(raw);
+                let mut rest = rest.to_owned();
+                for (key, value) in &params {
+                    for filter in ["", " | snake_case", " | kebab_case"] {
+                        rest = rest.replace(&format!("{{{{{key}{filter}}}}}"), value);
+                    }
+                }
+                out.push_str(&rest);
+            }
+            text = out;
+            assert!(
+                !text.contains("{%") && !text.contains("{{project"),
+                "{template}/{relative}: left unrendered:\n{text}"
+            );
+            let target = app.join(relative);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(target, text).unwrap();
+        }
+    }
+    prepare(&app);
+    let manifest: toml::Table = std::fs::read_to_string(app.join("spin.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let command = manifest["component"][name]["build"]["command"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = Command::new("sh")
+        .args(["-c", &command])
+        .current_dir(&app)
+        .status()
+        .expect("running the build command");
+    assert!(status.success(), "{template}: `{command}` failed");
+    app
+}
+
+/// For this test only: the unpublished library from this checkout, and a shared target
+/// directory so that spin-sdk is not compiled again for every run.
+fn prepare(app: &Path) {
     let mut cargo = std::fs::read_to_string(app.join("Cargo.toml")).unwrap();
-    if cargo.contains("lakebase-spin") {
+    if cargo.contains("lakebase-spin-p2") {
+        cargo.push_str(&format!(
+            "\n[patch.crates-io]\nlakebase-spin-p2 = {{ path = {:?} }}\n",
+            repo_root().join("crates/spin-p2").display().to_string()
+        ));
+    } else if cargo.contains("lakebase-spin") {
         cargo.push_str(&format!(
             "\n[patch.crates-io]\nlakebase-spin = {{ path = {:?} }}\n",
             repo_root().display().to_string()
@@ -55,64 +158,70 @@ fn new_app(bin: &Path, template: &str, name: &str, values: &[&str]) -> std::path
     let shared = repo_root().join("target/template-apps");
     std::fs::create_dir_all(&shared).unwrap();
     std::os::unix::fs::symlink(&shared, app.join("target")).unwrap();
-    spin(bin, &data, &app, &["build"]);
-    app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn templates_instantiate_build_and_serve_on_spin() {
-    let Some(kind @ HostKind::Spin { .. }) = HostKind::spin_from_env() else {
-        eprintln!(
-            "NOTE: no Spin CLI ($SPIN unset and no `spin` on the PATH): the template test was NOT run"
-        );
-        return;
-    };
-    let HostKind::Spin { bin } = &kind else {
-        unreachable!()
-    };
+async fn templates_instantiate_build_and_serve() {
     plugin_wasm();
     let plugin = repo_root().join("target/wasm32-wasip2/release/lakebase_plugin.wasm");
     let plugin_value = format!("plugin-path={}", plugin.display());
-    let cases: [(&str, &str, Vec<&str>); 2] = [
+    let plugin_p2_value = format!("plugin-path={}", plugin_p2_wasm().display());
+    // The -p2 templates are the WASIp2 flavour (spin-sdk 5.2), which Spin 4.1 runs too.
+    let cases: [(&str, &str, Vec<&str>); 4] = [
         ("lakebase-http-rust", "lbhttp", vec![]),
+        ("lakebase-http-rust-p2", "lbhttpp2", vec![]),
         ("lakebase-plugin", "lbplugin", vec![plugin_value.as_str()]),
+        (
+            "lakebase-plugin-p2",
+            "lbpluginp2",
+            vec![plugin_p2_value.as_str()],
+        ),
     ];
-    for (template, name, values) in cases {
-        let app = new_app(bin, template, name, &values);
-        let up = Upstream::start().await;
-        let node = HostProcess::start(
-            &kind,
-            &HostOptions {
-                manifest: app.join("spin.toml"),
-                variables: up.variables(),
-                runtime_config: None,
-                state_dir: app.join(".spin"),
-            },
-        )
-        .unwrap_or_else(|e| panic!("{template}: {e:#}"));
-        for i in 0..3 {
-            let (status, body) = tokio::task::block_in_place(|| node.get("/")).unwrap();
-            assert_eq!(status, 200, "{template}: {body}\n{}", node.logs());
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(
-                v["user"],
-                lakebase_emulator::DEFAULT_CLIENT_ID,
-                "{template}: {body}"
-            );
-            if template == "lakebase-http-rust" {
-                let expected = if i == 0 { "minted" } else { "memory" };
-                let source = v["credential"]["source"].as_str().unwrap();
-                assert!(
-                    source == expected || (i > 0 && source == "kv"),
+    for kind in hosts() {
+        for (template, name, values) in &cases {
+            let app = match &kind {
+                HostKind::Spin { bin } => new_app(bin, template, name, values),
+                _ => render(template, name, values),
+            };
+            let up = Upstream::start().await;
+            let node = HostProcess::start(
+                &kind,
+                &HostOptions {
+                    manifest: app.join("spin.toml"),
+                    variables: up.variables(),
+                    runtime_config: None,
+                    state_dir: app.join(".spin"),
+                },
+            )
+            .unwrap_or_else(|e| panic!("{template}: {e:#}"));
+            for i in 0..3 {
+                let (status, body) = tokio::task::block_in_place(|| node.get("/")).unwrap();
+                assert_eq!(status, 200, "{template}: {body}\n{}", node.logs());
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(
+                    v["user"],
+                    lakebase_emulator::DEFAULT_CLIENT_ID,
                     "{template}: {body}"
                 );
-                assert!(
-                    v["credential"]["expires_in_s"].as_i64().unwrap() > 3500,
-                    "{body}"
-                );
+                if template.starts_with("lakebase-http-rust") {
+                    // WASIp2 gets a fresh instance per request: later requests read the record ("kv").
+                    let expected = if i == 0 { "minted" } else { "memory" };
+                    let source = v["credential"]["source"].as_str().unwrap();
+                    assert!(
+                        source == expected || (i > 0 && source == "kv"),
+                        "{template}: {body}"
+                    );
+                    assert!(
+                        v["credential"]["expires_in_s"].as_i64().unwrap() > 3500,
+                        "{body}"
+                    );
+                }
             }
+            assert_eq!(up.mints(), 1, "{template}: one mint for three requests");
+            println!(
+                "template {template} on {}: instantiated, built, 3 × GET / → 200, 1 mint",
+                kind.name()
+            );
         }
-        assert_eq!(up.mints(), 1, "{template}: one mint for three requests");
-        println!("template {template}: spin new, spin build, 3 × GET / → 200, 1 mint");
     }
 }

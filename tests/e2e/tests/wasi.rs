@@ -190,7 +190,12 @@ async fn errors_on_wasmtime_serve_say_who_must_act() {
         return;
     };
     let (_up, config) = Upstream::start_wasi().await;
-    let cases: [(&str, Option<&str>, u16, &str); 3] = [
+    // A CA that did not sign the proxy's certificate.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_ca = params.self_signed(&key).unwrap().pem();
+    let cases: [(&str, Option<&str>, u16, &str); 4] = [
         // A wrong secret: the workspace refuses it.
         (
             "databricks_client_secret",
@@ -202,6 +207,8 @@ async fn errors_on_wasmtime_serve_say_who_must_act() {
         ("lakebase_endpoint", None, 500, "configuration"),
         // No CA for the proxy's certificate: TLS is verified in the guest.
         ("lakebase_ca_root", None, 500, "configuration"),
+        // Another CA: the error says what rustls found and that the CA set is the one refused.
+        ("lakebase_ca_root", Some(&other_ca), 500, "configuration"),
     ];
     for (name, value, status, kind_name) in cases {
         let mut edited = config.clone();
@@ -219,7 +226,20 @@ async fn errors_on_wasmtime_serve_say_who_must_act() {
         );
         let message = e["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(name), "{name}: {text}");
-        if let Some(v) = value {
+        if name == "lakebase_ca_root" {
+            let (said, found) = match value {
+                Some(_) => (
+                    "was refused with the CA of `lakebase_ca_root`",
+                    "UnknownIssuer",
+                ),
+                None => ("set `lakebase_ca_root`", "UnknownIssuer"),
+            };
+            assert!(
+                message.contains(said) && message.contains(found),
+                "{name}: {text}"
+            );
+        }
+        if let Some(v) = value.filter(|_| name != "lakebase_ca_root") {
             assert!(
                 !text.contains(v) && !host.logs().contains(v),
                 "{name}: echoed"

@@ -14,7 +14,7 @@ use lakebase_e2e::{
     Upstream, p3_credentials_consumer_wasm, temp_dir, wasi_plugin_wasm, wasmcloud_consumer_wasm,
     wasmtime_tier,
 };
-use lakebase_emulator::{DEFAULT_CLIENT_ID, LOGINS_ACCEPTED};
+use lakebase_emulator::{CLIENT_TURNS, DEFAULT_CLIENT_ID, LOGINS_ACCEPTED};
 use lakebase_testkit::host::HostProcess;
 use serde_json::Value;
 
@@ -112,6 +112,25 @@ async fn a_wasmcloud_postgres_component_runs_on_lakebase_through_the_plugin() {
     let who = json(&text);
     assert_eq!(who["user"], format!("PgValue::Text({DEFAULT_CLIENT_ID:?})"));
     assert_eq!(who["n"], "PgValue::Int4(42)");
+
+    // One round trip per call: each call's statement goes out with the session's reset right
+    // behind it, and the next call takes the connection without a check of its own. (Sent
+    // one after the other, reset then statement, it is two round trips: 20 here.)
+    let (status, text) = get("/repeat");
+    assert_eq!(
+        (status, json(&text)["sum"].clone()),
+        (200, 55.into()),
+        "{text}"
+    );
+    let before = up.emu.count(CLIENT_TURNS);
+    let (status, text) = get("/repeat");
+    assert_eq!(status, 200, "{text}");
+    let turns = up.emu.count(CLIENT_TURNS) - before;
+    assert!(
+        (10..=12).contains(&turns),
+        "ten calls on a warm connection made {turns} round trips, not 10: {:?}",
+        up.emu.counts()
+    );
 
     // Values both ways, in the cases wasmCloud's own host plugin returns.
     let (status, text) = get("/types");
@@ -325,6 +344,8 @@ async fn an_async_component_reads_the_credentials_through_the_plugin() {
     assert_eq!(first["user"], DEFAULT_CLIENT_ID);
     assert_eq!(first["host"], "localhost");
     assert!(first["expires_in_s"].as_i64().unwrap() > 3000, "{first}");
+    // For a client that speaks Postgres itself: libpq, psycopg and pgx verify only then.
+    assert_eq!(first["sslmode"], "verify-full", "{first}");
     assert_eq!(get("/credential")["source"], "memory");
     assert_eq!(get("/invalidate")["dropped"], true);
     assert_eq!(get("/credential")["source"], "minted");
@@ -344,4 +365,69 @@ async fn an_async_component_reads_the_credentials_through_the_plugin() {
         !text.contains(wrong) && !host.logs().contains(wrong),
         "echoed"
     );
+}
+
+/// The connection string the WASI plugin hands out is one libpq verifies: `psql` with it is
+/// refused by a server whose certificate its root file does not vouch for, and logs in when the
+/// file holds the right CA. (The `sslmode=require` string handed out before logged in either
+/// way: libpq then checks nothing without a root file.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libpq_refuses_the_handed_out_string_on_an_untrusted_certificate() {
+    let Some(kind) = wasmtime_tier("the WASI plugin") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
+    let wasm = plugged(p3_credentials_consumer_wasm(), "p3-consumer-libpq");
+    let host = HostProcess::wasmtime_serve(
+        &kind,
+        &wasm,
+        &config,
+        &["-S", "p3"],
+        &temp_dir("wasi-plugin-libpq"),
+    )
+    .expect("starting wasmtime serve");
+    let (status, text) = host.request("GET", "/connection-string", "").unwrap();
+    assert_eq!(status, 200, "{text}\n{}", host.logs());
+    let string = json(&text)["connection_string"]
+        .as_str()
+        .expect("a connection string")
+        .to_owned();
+    assert!(string.contains("sslmode=verify-full"), "not verify-full");
+
+    let dir = temp_dir("libpq-roots");
+    let right = dir.join("right-ca.pem");
+    std::fs::write(&right, up.emu.ca_pem().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let wrong = dir.join("other-ca.pem");
+    std::fs::write(&wrong, params.self_signed(&key).unwrap().pem()).unwrap();
+    let psql = lakebase_testkit::postgres_bin_dir().unwrap().join("psql");
+    let run = |conninfo: &str, roots: &std::path::Path| {
+        let out = std::process::Command::new(&psql)
+            .args([conninfo, "-Atc", "SELECT current_user"])
+            .env("PGSSLROOTCERT", roots)
+            // No ~/.postgresql/root.crt of the machine's user.
+            .env("HOME", &dir)
+            .output()
+            .expect("running psql");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, stderr) = run(&string, &wrong);
+    assert!(
+        !ok,
+        "psql logged in past a certificate its roots do not vouch for"
+    );
+    assert!(stderr.contains("certificate verify failed"), "{stderr}");
+    let (ok, user, stderr) = run(&string, &right);
+    assert!(ok, "psql with the right CA: {stderr}");
+    assert_eq!(user, DEFAULT_CLIENT_ID);
+    // What `sslmode=require` gave: no root file, no check, logged in.
+    let require = string.replace("sslmode=verify-full", "sslmode=require");
+    let (ok, _, stderr) = run(&require, &dir.join("no-such-file.pem"));
+    assert!(ok, "sslmode=require without a root file: {stderr}");
 }

@@ -190,6 +190,77 @@ async fn notes_on_nats_mint_once_across_instances_recover_and_keep_secrets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_nats_outage_the_app_answers_and_the_cache_comes_back() {
+    let _timer = Timer("NATS outage", std::time::Instant::now());
+    let Some(mut nats) = nats("the NATS outage") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
+    let host = serve(
+        &notes_wasi_wasm(),
+        &config,
+        &nats.url(),
+        "wasmcloud-nats-outage",
+    );
+    let mut responses = String::new();
+    let mut health = |what: &str| {
+        let started = std::time::Instant::now();
+        let (status, text) = host.request("GET", "/health", "").expect("request");
+        let took = started.elapsed();
+        responses.push_str(&text);
+        assert_eq!(status, 200, "{what}: {text}\n{}", host.logs());
+        let source = json(&text)["credential"]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        println!(
+            "NATS outage: {what}: {source} in {:.2} s",
+            took.as_secs_f64()
+        );
+        source
+    };
+    assert_eq!(health("cold"), "minted");
+    assert_eq!(health("warm"), "kv");
+
+    // NATS down: every key-value call fails (after the host's client gives up on it); the app
+    // goes on answering, each new instance with a credential of its own.
+    nats.stop();
+    // Each request is a new instance whose first key-value call waits out the host's NATS
+    // client (5 s, a synchronous call no guest timer can cut); the instance then skips the
+    // store instead of waiting that long on each of its next calls (about 18: 90 s).
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        assert_eq!(health(&format!("NATS down, request {i}")), "minted");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(25),
+            "request {i} took {:?}, past the 25 s a request may wait for a credential",
+            started.elapsed()
+        );
+    }
+    let during = up.mints();
+    assert_eq!(during, 4, "{:?}", up.emu.counts());
+
+    // NATS back with its bucket: once the host's client has reconnected, requests take the
+    // record written before the outage again and mint nothing.
+    nats.restart().expect("restarting nats-server");
+    let back = std::time::Instant::now();
+    let mut source = String::new();
+    while back.elapsed() < std::time::Duration::from_secs(30) && source != "kv" {
+        source = health("NATS back");
+    }
+    assert_eq!(source, "kv", "the cache did not come back: {}", host.logs());
+    println!(
+        "NATS outage: the cache came back {:.1} s after the restart",
+        back.elapsed().as_secs_f64()
+    );
+    assert_eq!(health("after"), "kv");
+
+    let logs = host.logs();
+    println!("NATS outage: host log\n{logs}");
+    up.assert_no_secret(&responses, &logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
     note_wash_tier();
     let _timer = Timer("errors", std::time::Instant::now());

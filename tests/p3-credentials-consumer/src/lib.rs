@@ -5,8 +5,9 @@
 //! for its `wasi:http` 0.3 export and its async runtime.
 //!
 //! Routes (JSON out): `GET /credential` → `{"user","host","port","database","source",
-//! "expires_in_s"}` (never the password) or `{"error":{"kind","message"}}` with status 502;
-//! `GET /invalidate` → `{"dropped":bool}` for the current credential.
+//! "expires_in_s","sslmode"}` (never the password) or `{"error":{"kind","message"}}` with status 502;
+//! `GET /invalidate` → `{"dropped":bool}` for the current credential; `GET /connection-string` →
+//! `{"connection_string"}`, the secret itself, for the test to hand to libpq (test only).
 
 mod bindings {
     spin_sdk::wit_bindgen::generate!({
@@ -62,9 +63,19 @@ async fn handle(req: Request) -> anyhow::Result<http::Response<String>> {
                     "database": credential.database,
                     "source": source,
                     "expires_in_s": credential.expires_at - now_s(),
+                    // Only the TLS mode of the connection string (the rest holds the password).
+                    "sslmode": credential
+                        .connection_string
+                        .split(['?', '&'])
+                        .find_map(|p| p.strip_prefix("sslmode=")),
                 }),
             )
         }
+        // Test only: the whole connection string (a secret) for the test to hand to libpq.
+        "/connection-string" => reply(
+            StatusCode::OK,
+            serde_json::json!({ "connection_string": credential.connection_string }),
+        ),
         "/invalidate" => {
             let dropped = credentials::invalidate(credential.password.clone()).await;
             reply(StatusCode::OK, serde_json::json!({ "dropped": dropped }))

@@ -167,7 +167,13 @@ fn cases() -> Vec<(ParameterValue, &'static str, DbValue)> {
             "bool",
             DbValue::Boolean(true),
         ),
-        (ParameterValue::Int8(-5), "\"char\"", DbValue::Int8(-5)),
+        // `int8` is sent as a `"char"`, but read back as its raw byte: Spin's factor-outbound-pg
+        // maps no `"char"` column to `int8` (the same in v3.4.0, v4.0.2 and main).
+        (
+            ParameterValue::Int8(-5),
+            "\"char\"",
+            DbValue::Unsupported(vec![0xFB]),
+        ),
         (ParameterValue::Int16(-300), "int2", DbValue::Int16(-300)),
         (
             ParameterValue::Int32(-70_000),

@@ -9,6 +9,7 @@
 //! - `GET /prepared`: prepares an insert into `wc_items`, runs it twice, then counts the rows
 //!   and the session's server-side statements of that text;
 //! - `GET /replanned`: the same query before and after its table gains a column;
+//! - `GET /repeat`: ten `query` calls of one statement, one after the other;
 //! - `GET /bad-sql`, `GET /bad-param`, `GET /unsupported-param`: the three query errors.
 
 mod bindings {
@@ -169,6 +170,16 @@ fn route(path: &str) -> Result<Value, Value> {
             query::query_batch("ALTER TABLE wc_shape ADD COLUMN b int").map_err(query_error)?;
             let after = one_row("SELECT * FROM wc_shape", &[])?.len();
             Ok(json!({ "before": before, "after": after }))
+        }
+        "/repeat" => {
+            let mut sum = 0;
+            for i in 0..10 {
+                let row = one_row("SELECT $1::int4 + 1 AS n", &[PgValue::Int4(i)])?;
+                if let PgValue::Int4(n) = row[0].value {
+                    sum += n;
+                }
+            }
+            Ok(json!({ "sum": sum }))
         }
         "/bad-sql" => one_row("SELEC 1", &[]).map(|_| json!({})),
         "/bad-param" => {

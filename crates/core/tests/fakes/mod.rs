@@ -11,7 +11,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use lakebase::Secret;
-use lakebase::host::{Clock, Connector, ConnectorNow, Http, HttpRequest, HttpResponse, Kv, Vars};
+use lakebase::host::{
+    Clock, ConnectError, Connector, ConnectorNow, HostError, Http, HttpRequest, HttpResponse, Kv,
+    Vars,
+};
 use serde_json::{Value, json};
 
 /// Yields once to the executor, so that concurrent futures really interleave.
@@ -99,6 +102,9 @@ impl MemKv {
             .cloned()
             .collect()
     }
+    pub fn dump_value(&self, key: &str) -> Vec<u8> {
+        self.data.borrow().get(key).cloned().unwrap_or_default()
+    }
     pub fn put_raw(&self, key: &str, value: &[u8]) {
         self.data
             .borrow_mut()
@@ -115,34 +121,34 @@ impl MemKv {
 }
 
 impl Kv for MemKv {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
         yield_now().await;
         if self.hanging.get() {
             futures::future::pending::<()>().await;
         }
         if self.failing.get() {
-            return Err("store unavailable (injected)".into());
+            return Err("store unavailable (injected)".to_owned().into());
         }
         Ok(self.data.borrow().get(key).cloned())
     }
-    async fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
         if self.hanging.get() {
             futures::future::pending::<()>().await;
         }
         if self.failing.get() {
-            return Err("store unavailable (injected)".into());
+            return Err("store unavailable (injected)".to_owned().into());
         }
         self.data
             .borrow_mut()
             .insert(key.to_owned(), value.to_vec());
         Ok(())
     }
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), HostError> {
         if self.hanging.get() {
             futures::future::pending::<()>().await;
         }
         if self.failing.get() {
-            return Err("store unavailable (injected)".into());
+            return Err("store unavailable (injected)".to_owned().into());
         }
         self.data.borrow_mut().remove(key);
         Ok(())
@@ -165,7 +171,7 @@ impl MapVars {
 }
 
 impl Vars for MapVars {
-    async fn get(&self, name: &str) -> Result<Option<String>, String> {
+    async fn get(&self, name: &str) -> Result<Option<String>, HostError> {
         Ok(self.0.get(name).cloned())
     }
 }
@@ -453,11 +459,12 @@ impl FakeWorkspace {
 }
 
 impl Http for FakeWorkspace {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, String> {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HostError> {
         yield_now().await;
         match self.answer(&request) {
             Err(e) if e == HANG => futures::future::pending().await,
-            other => other,
+            // Scripted transport failures are text, as from a host that gives text only.
+            other => other.map_err(HostError::from),
         }
     }
 }
@@ -515,26 +522,26 @@ impl FakePg {
 
 impl Connector for FakePg {
     type Connection = String;
-    async fn open(&self, address: &Secret, ca_root: Option<&str>) -> Result<String, String> {
+    async fn open(&self, address: &Secret, ca_root: Option<&str>) -> Result<String, ConnectError> {
         yield_now().await;
         let next = self.fail_next.borrow_mut().pop_front();
         if let Some(msg) = next {
             if msg == HANG {
                 futures::future::pending::<()>().await;
             }
-            return Err(msg);
+            return Err(msg.into());
         }
-        self.login(address, ca_root)
+        self.login(address, ca_root).map_err(Into::into)
     }
 }
 
 impl ConnectorNow for FakePg {
     type Connection = String;
-    fn open_now(&self, address: &Secret, ca_root: Option<&str>) -> Result<String, String> {
+    fn open_now(&self, address: &Secret, ca_root: Option<&str>) -> Result<String, ConnectError> {
         if let Some(msg) = self.fail_next.borrow_mut().pop_front() {
-            return Err(msg);
+            return Err(msg.into());
         }
-        self.login(address, ca_root)
+        self.login(address, ca_root).map_err(Into::into)
     }
 }
 

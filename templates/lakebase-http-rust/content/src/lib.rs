@@ -1,4 +1,3 @@
-use lakebase_spin::host::Clock as _;
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_service;
 
@@ -9,13 +8,15 @@ async fn handle_{{project-name | snake_case}}(_req: Request) -> anyhow::Result<i
     let (status, body) = match current_user().await {
         Ok(body) => (200, body),
         Err(e) => {
-            // The error names what to fix (a variable, a permission) and never holds a secret.
+            // The message names what to fix (a variable, a role, a host) and never holds a
+            // secret, but it is for the operator: it goes to the log, the client gets the kind.
+            eprintln!("{{project-name | kebab_case}}: {} error: {e}", e.kind().as_str());
             let status = match e.kind() {
                 lakebase_spin::ErrorKind::Unavailable => 503,
                 lakebase_spin::ErrorKind::Configuration => 500,
                 _ => 502,
             };
-            (status, serde_json::json!({"error": {"kind": e.kind().as_str(), "message": e.to_string()}}))
+            (status, serde_json::json!({"error": {"kind": e.kind().as_str()}}))
         }
     };
     Ok(Response::builder()
@@ -28,12 +29,12 @@ async fn current_user() -> Result<serde_json::Value, lakebase_spin::Error> {
     let db = lakebase_spin::spin::connect().await?;
     let rows = db.connection.query("SELECT current_user::text AS user", &[]).await?.collect().await?;
     let user = rows.first().map(|r| r.get::<String>("user"));
-    let now = lakebase_spin::SystemClock.now().timestamp();
+    let expires_in = db.credential.expires_in(lakebase_spin::SystemClock.now());
     Ok(serde_json::json!({
         "user": user,
         "credential": {
             "source": db.source.as_str(),
-            "expires_in_s": (db.credential.expires_at.timestamp() - now).max(0),
+            "expires_in_s": expires_in.as_secs(),
         }
     }))
 }

@@ -8,7 +8,17 @@ use spin_sdk::pg::Connection;
 async fn handle_{{project-name | snake_case}}(_req: Request) -> anyhow::Result<impl IntoResponse> {
     let (status, body) = match current_user().await {
         Ok(user) => (200, serde_json::json!({ "user": user })),
-        Err(e) => (502, serde_json::json!({ "error": e.to_string() })),
+        Err(e) => {
+            // The details go to the log; the caller learns only who must act. The plugin's
+            // errors read `lakebase <kind>: …`.
+            let text = e.to_string();
+            eprintln!("{{project-name | kebab_case}}: {text}");
+            let kind = text
+                .split_once("lakebase ")
+                .and_then(|(_, rest)| rest.split_once(':'))
+                .map_or("database", |(kind, _)| kind);
+            (502, serde_json::json!({ "error": kind }))
+        }
     };
     Ok(Response::builder()
         .status(status)

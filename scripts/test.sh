@@ -65,6 +65,9 @@ CARGO_TARGET_DIR=target/publish-check \
 
 echo "==> structure: the core (lakebase) builds and tests without spin-sdk or wasmtime; lakebase-spin's tests build no wasmtime; one WIT tree"
 cargo check -q -p lakebase
+# The core's optional `log` feature (a sink into the log crate), which --workspace leaves off.
+cargo clippy -q -p lakebase --features log --all-targets -- -D warnings
+cargo test -q -p lakebase --features log --lib log::
 core_deps="$(cargo tree -p lakebase -e normal,dev --prefix none)"
 for dep in spin-sdk wasmtime wit-bindgen; do
     if grep -q "^$dep " <<<"$core_deps"; then

@@ -11,6 +11,8 @@
 //! }
 //! lakebase::log::set_sink(quieter);
 //! ```
+//!
+//! With the feature `log`, [`to_log`] hands the lines to the `log` crate instead.
 
 use std::sync::RwLock;
 
@@ -47,6 +49,20 @@ pub fn stderr(level: Level, message: &str) {
 
 /// A sink that drops every line.
 pub fn silent(_: Level, _: &str) {}
+
+/// A sink that hands every line to the [`log`](https://docs.rs/log) crate (feature `log`), with
+/// target `lakebase` and the same level, so that an app's own logger (`env_logger`, a
+/// `tracing` subscriber with `tracing-log`, …) routes and filters them:
+/// `lakebase::log::set_sink(lakebase::log::to_log)`.
+#[cfg(feature = "log")]
+pub fn to_log(level: Level, message: &str) {
+    let level = match level {
+        Level::Error => log::Level::Error,
+        Level::Warn => log::Level::Warn,
+        Level::Info => log::Level::Info,
+    };
+    log::log!(target: "lakebase", level, "{message}");
+}
 
 pub(crate) fn warn(message: &str) {
     emit(Level::Warn, message);
@@ -100,3 +116,49 @@ pub(crate) fn cap(text: &str) -> String {
 
 /// The longest text from outside kept in a message.
 pub(crate) const CAP: usize = 300;
+
+#[cfg(all(test, feature = "log"))]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A `log` logger that keeps what it is given.
+    struct Keep(Mutex<Vec<(log::Level, String, String)>>);
+
+    impl log::Log for Keep {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            self.0.lock().unwrap().push((
+                record.level(),
+                record.target().to_owned(),
+                record.args().to_string(),
+            ));
+        }
+        fn flush(&self) {}
+    }
+
+    static KEEP: Keep = Keep(Mutex::new(Vec::new()));
+
+    #[test]
+    fn to_log_hands_lines_to_the_log_crate_with_their_level() {
+        log::set_logger(&KEEP).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+        set_sink(to_log);
+        error("the store refuses every key");
+        warn("a refresh failed");
+        info("minted database credential");
+        set_sink(stderr);
+        let lines = KEEP.0.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            [
+                (log::Level::Error, "the store refuses every key"),
+                (log::Level::Warn, "a refresh failed"),
+                (log::Level::Info, "minted database credential"),
+            ]
+            .map(|(level, text)| (level, "lakebase".to_owned(), text.to_owned()))
+        );
+    }
+}

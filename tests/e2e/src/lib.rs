@@ -19,6 +19,36 @@ use serde_json::Value;
 pub const CREDENTIAL_ROUTE: &str = "POST /api/2.0/postgres/credentials";
 pub const TOKEN_ROUTE: &str = "POST /oidc/v1/token";
 
+/// Every import of the WASIp2 artifacts (the notes app and the plugin), exactly: what Spin 3.4
+/// to 4.0.x and SpinKube serve. A change here changes which Spins can load them:
+/// `spin:postgres@4.0.0` needs Spin 3.4 or later, `fermyon:spin@2.0.0` key-value and variables
+/// every Spin 2+, `wasi:*@0.2` (the `wasi:io` / `wasi:clocks` / `wasi:cli` of Rust's own
+/// standard library for `wasm32-wasip2`, the `wasi:http` client of spin-sdk 5.2).
+pub const SPIN_P2_IMPORTS: &[&str] = &[
+    "fermyon:spin/key-value@2.0.0",
+    "fermyon:spin/variables@2.0.0",
+    "spin:postgres/postgres@4.0.0",
+    "wasi:cli/environment@0.2.6",
+    "wasi:cli/exit@0.2.6",
+    "wasi:cli/stderr@0.2.6",
+    "wasi:cli/stdin@0.2.6",
+    "wasi:cli/stdout@0.2.6",
+    "wasi:cli/terminal-input@0.2.6",
+    "wasi:cli/terminal-output@0.2.6",
+    "wasi:cli/terminal-stderr@0.2.6",
+    "wasi:cli/terminal-stdin@0.2.6",
+    "wasi:cli/terminal-stdout@0.2.6",
+    "wasi:clocks/monotonic-clock@0.2.6",
+    "wasi:clocks/wall-clock@0.2.6",
+    "wasi:http/outgoing-handler@0.2.6",
+    "wasi:http/types@0.2.6",
+    "wasi:io/error@0.2.6",
+    "wasi:io/poll@0.2.6",
+    "wasi:io/streams@0.2.6",
+    "wasi:random/insecure-seed@0.2.6",
+    "wasi:random/random@0.2.6",
+];
+
 /// The repository's root (this crate is `tests/e2e`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))

@@ -12,33 +12,6 @@ use lakebase_emulator::DEFAULT_CLIENT_ID;
 use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};
 use serde_json::Value;
 
-/// Every import of the WASIp2 plugin, exactly: what Spin 3.4 to 4.0.x serve
-/// (`spin:postgres@4.0.0`, `fermyon:spin` key-value and variables @2.0.0, `wasi:*@0.2`).
-const IMPORTS: &[&str] = &[
-    "fermyon:spin/key-value@2.0.0",
-    "fermyon:spin/variables@2.0.0",
-    "spin:postgres/postgres@4.0.0",
-    "wasi:cli/environment@0.2.6",
-    "wasi:cli/exit@0.2.6",
-    "wasi:cli/stderr@0.2.6",
-    "wasi:cli/stdin@0.2.6",
-    "wasi:cli/stdout@0.2.6",
-    "wasi:cli/terminal-input@0.2.6",
-    "wasi:cli/terminal-output@0.2.6",
-    "wasi:cli/terminal-stderr@0.2.6",
-    "wasi:cli/terminal-stdin@0.2.6",
-    "wasi:cli/terminal-stdout@0.2.6",
-    "wasi:clocks/monotonic-clock@0.2.6",
-    "wasi:clocks/wall-clock@0.2.6",
-    "wasi:http/outgoing-handler@0.2.6",
-    "wasi:http/types@0.2.6",
-    "wasi:io/error@0.2.6",
-    "wasi:io/poll@0.2.6",
-    "wasi:io/streams@0.2.6",
-    "wasi:random/insecure-seed@0.2.6",
-    "wasi:random/random@0.2.6",
-];
-
 #[test]
 fn the_p2_plugin_world_is_what_spin_3_4_provides() {
     let (mut imports, mut exports) = lakebase_devhost::component_world(&plugin_p2_wasm()).unwrap();
@@ -52,7 +25,10 @@ fn the_p2_plugin_world_is_what_spin_3_4_provides() {
         ]
     );
     imports.sort();
-    assert_eq!(imports, IMPORTS, "the WASIp2 plugin's imports changed");
+    assert_eq!(
+        imports, SPIN_P2_IMPORTS,
+        "the WASIp2 plugin's imports changed"
+    );
 }
 
 const CONSUMER: &str = "tests/pg-consumer-p2/spin.toml";

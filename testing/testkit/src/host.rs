@@ -241,7 +241,7 @@ impl HostProcess {
     /// read); once its first heartbeat (`runtime.operator.heartbeat.<id>`, matched by host
     /// name) gives its id and HTTP port, a workload start request (JSON, as the wasmCloud
     /// operator sends it) goes to `runtime.host.<id>.workload.start`: one component pulled by
-    /// reference, `localResources.config` from `workload.config`,
+    /// reference, `localResources.config` from `workload.config`, `allowedHosts: ["*"]`,
     /// `allowedHostLoopbackPorts`, and host interfaces `wasi:http/incoming-handler` (routed by
     /// the `Host` header `workload.name`), `wasi:keyvalue/store` (wash host's NATS JetStream
     /// buckets) and `wasi:config/store`. Returns once the workload runs and the port accepts
@@ -325,6 +325,9 @@ impl HostProcess {
             "imagePullPolicy": "IMAGE_PULL_POLICY_ALWAYS",
             "localResources": {
                 "config": workload.config,
+                // Absent, wash host denies every outbound wasi:http request ("outgoing request
+                // denied by allowed_hosts policy"); the workspace is on the loopback.
+                "allowedHosts": ["*"],
                 "allowedHostLoopbackPorts":
                     workload.host_loopback_ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             },

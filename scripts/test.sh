@@ -120,13 +120,19 @@ tool_tier SPIN spin "; devhost tier only"
 spin_tier="${tier/spin tier/Spin tier}"
 tool_tier WASMTIME wasmtime ""
 wasmtime_tier="$tier"
-# The wasmCloud-like tier (testing/wasmcloud-host, tests/e2e/tests/wasmcloud.rs) always runs on
-# Redis; its NATS scenarios need the nats-server above. A real wash is not driven here.
+# The wasmCloud tiers (tests/e2e/tests/wasmcloud.rs): the wasmCloud-like test host
+# (testing/wasmcloud-host) always runs on Redis, its NATS scenarios need the nats-server above;
+# the same scenarios run on a real wasmCloud host, `wash host`, when one is found ($WASH, else
+# `wash` on the PATH; it needs the nats-server too, and pulls the component from an OCI registry
+# the test serves itself, so nothing more is installed for it).
+tool_tier WASH wash ""
+wash_tier="${tier/wash tier/wasmCloud (wash) tier}"
 if [ -n "${NATS_SERVER:-}" ] && "$NATS_SERVER" --version >/dev/null 2>&1; then
-    wasmcloud_tier="wasmCloud-like tier: the test host on NATS JetStream ($("$NATS_SERVER" --version)) and Redis; wasmCloud (wash) tier NOT run"
+    wasmcloud_tier="wasmCloud-like tier: the test host on NATS JetStream ($("$NATS_SERVER" --version)) and Redis; $wash_tier"
 else
     unset NATS_SERVER
-    wasmcloud_tier="wasmCloud-like tier: Redis only (wasmCloud-like NATS tier NOT run: no nats-server); wasmCloud (wash) tier NOT run"
+    case "$wash_tier" in *"NOT run"*) ;; *) wash_tier="wasmCloud (wash) tier NOT run: no nats-server for wash host" ;; esac
+    wasmcloud_tier="wasmCloud-like tier: Redis only (wasmCloud-like NATS tier NOT run: no nats-server); $wash_tier"
 fi
 echo "==> tests ($spin_tier; $wasmtime_tier; $wasmcloud_tier)"
 # The spin-sdk 5.2 crates are tested in their own invocation: in one with the rest, the core's

@@ -64,8 +64,8 @@ pub struct EmulatorOptions {
     pub database: String,
     /// Print log lines to stderr as well.
     pub echo_log: bool,
-    /// Offer TLS on the login proxy (certificate for 127.0.0.1 and localhost, signed by a CA
-    /// made at start: see [`Emulator::ca_pem`]).
+    /// Offer TLS on the login proxy (certificate for 127.0.0.1, localhost and
+    /// `host.wasmcloud.internal`, signed by a CA made at start: see [`Emulator::ca_pem`]).
     pub tls: bool,
 }
 
@@ -416,7 +416,9 @@ async fn prepare_backend(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// A CA and a server certificate for 127.0.0.1 / localhost signed by it.
+/// A CA and a server certificate signed by it for 127.0.0.1, localhost and
+/// `host.wasmcloud.internal`: the name under which a guest of a real wasmCloud host (`wash host
+/// --allow-host-loopback`) reaches the machine's loopback, where the proxy listens.
 fn proxy_tls() -> Result<(tokio_rustls::TlsAcceptor, String)> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let ca_key = KeyPair::generate()?;
@@ -431,7 +433,11 @@ fn proxy_tls() -> Result<(tokio_rustls::TlsAcceptor, String)> {
         .push(DnType::CommonName, "lakebase-emulator test CA");
     let ca_cert = ca.self_signed(&ca_key)?;
     let key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let mut leaf = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "host.wasmcloud.internal".to_owned(),
+    ])?;
     leaf.distinguished_name
         .push(DnType::CommonName, "lakebase-emulator proxy");
     let issuer = rcgen::Issuer::new(ca, ca_key);

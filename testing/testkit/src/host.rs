@@ -1,7 +1,8 @@
 //! A Spin app served by a host process: the devhost (`devhost up`) or a real Spin (`spin up`),
-//! or a standard-WASI component on `wasmtime serve` or the wasmCloud-like test host, on a free
-//! loopback port, with its logs captured, stopped on drop. The end-to-end scenarios
-//! and the load command take a [`HostKind`] so that the same scenario runs on both.
+//! or a standard-WASI component on `wasmtime serve`, the wasmCloud-like test host or a real
+//! wasmCloud host (`wash host`, [`HostProcess::wash_host`]), on a free loopback port, with its
+//! logs captured, stopped on drop. The end-to-end scenarios and the load command take a
+//! [`HostKind`] so that the same scenario runs on both.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::free_port;
+use crate::wash::{NatsClient, OciRegistry};
 
 /// Which host serves the app.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub enum HostKind {
     /// The wasmCloud-like test host, `testing/wasmcloud-host` (the standard-WASI build; see
     /// [`HostProcess::wasmcloud_host`]).
     WasmcloudHost { bin: PathBuf },
+    /// A real wasmCloud host, `wash host` (the standard-WASI build; see
+    /// [`HostProcess::wash_host`]).
+    Wash { bin: PathBuf },
 }
 
 impl HostKind {
@@ -66,13 +71,30 @@ impl HostKind {
         Some(HostKind::WasmtimeServe { bin })
     }
 
-    /// `"devhost"`, `"spin"`, `"wasmtime"` or `"wasmcloud-host"`.
+    /// The real wasmCloud host to test with: `$WASH` if set, else `wash` on the `PATH`; `None`
+    /// when there is neither.
+    pub fn wash_from_env() -> Option<HostKind> {
+        let bin = match std::env::var_os("WASH").filter(|p| !p.is_empty()) {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let path = std::env::var_os("PATH")?;
+                std::env::split_paths(&path)
+                    .map(|d| d.join("wash"))
+                    .find(|p| p.is_file())?
+            }
+        };
+        let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
+        Some(HostKind::Wash { bin })
+    }
+
+    /// `"devhost"`, `"spin"`, `"wasmtime"`, `"wasmcloud-host"` or `"wash"`.
     pub fn name(&self) -> &'static str {
         match self {
             HostKind::Devhost { .. } => "devhost",
             HostKind::Spin { .. } => "spin",
             HostKind::WasmtimeServe { .. } => "wasmtime",
             HostKind::WasmcloudHost { .. } => "wasmcloud-host",
+            HostKind::Wash { .. } => "wash",
         }
     }
 }
@@ -96,8 +118,30 @@ pub struct HostProcess {
     child: Child,
     url: String,
     addr: String,
+    /// The `Host` header of requests (`None`: the address).
+    host_header: Option<String>,
     output: Arc<Mutex<String>>,
     state_dir: PathBuf,
+    /// What the host pulled its component from (a real wash), stopped after the host.
+    registry: Option<OciRegistry>,
+}
+
+/// A workload for a real wasmCloud host ([`HostProcess::wash_host`]).
+#[derive(Clone, Debug)]
+pub struct WashWorkload<'a> {
+    /// The component (exports `wasi:http/incoming-handler@0.2`).
+    pub wasm: &'a Path,
+    /// The component's config map (`localResources.config`), what it reads through
+    /// `wasi:config/store`.
+    pub config: &'a BTreeMap<String, String>,
+    /// The NATS server (with JetStream) of the host's control plane and of its
+    /// `wasi:keyvalue` buckets.
+    pub nats_url: &'a str,
+    /// Ports on the machine's loopback the component may reach as `host.wasmcloud.internal`
+    /// (`localResources.allowedHostLoopbackPorts`; the host runs with `--allow-host-loopback`).
+    pub host_loopback_ports: &'a [u16],
+    /// The workload's name; also the `Host` header its HTTP requests are routed by.
+    pub name: &'a str,
 }
 
 impl HostProcess {
@@ -111,6 +155,9 @@ impl HostProcess {
             }
             HostKind::WasmcloudHost { .. } => {
                 bail!("the wasmCloud-like host serves a .wasm: use HostProcess::wasmcloud_host")
+            }
+            HostKind::Wash { .. } => {
+                bail!("wash host serves a workload: use HostProcess::wash_host")
             }
             HostKind::Devhost { bin, args } => {
                 let mut c = Command::new(bin);
@@ -180,6 +227,153 @@ impl HostProcess {
         HostProcess::spawn(kind, cmd, Some(addr), state_dir)
     }
 
+    /// A real wasmCloud host (`wash host`, wasmCloud 2.x) serving `workload.wasm`, driven as a
+    /// cluster host is: the component is pushed to an OCI registry of the test's own on the
+    /// loopback ([`OciRegistry`]); the host runs with
+    ///
+    /// ```text
+    /// wash host --scheduler-nats-url URL --data-nats-url URL --host-name NAME
+    ///     --http-addr 127.0.0.1:0 --allow-host-loopback --allow-insecure-registries
+    ///     --oci-cache-dir <state dir>/oci-cache
+    /// ```
+    ///
+    /// (`HOME` and the working directory in `state_dir`, so that no user or project config is
+    /// read); once its first heartbeat (`runtime.operator.heartbeat.<id>`, matched by host
+    /// name) gives its id and HTTP port, a workload start request (JSON, as the wasmCloud
+    /// operator sends it) goes to `runtime.host.<id>.workload.start`: one component pulled by
+    /// reference, `localResources.config` from `workload.config`, `allowedHosts: ["*"]`,
+    /// `allowedHostLoopbackPorts`, and host interfaces `wasi:http/incoming-handler` (routed by
+    /// the `Host` header `workload.name`), `wasi:keyvalue/store` (wash host's NATS JetStream
+    /// buckets) and `wasi:config/store`. Returns once the workload runs and the port accepts
+    /// connections; requests then carry `Host: <workload.name>`.
+    pub fn wash_host(
+        kind: &HostKind,
+        workload: &WashWorkload<'_>,
+        state_dir: &Path,
+    ) -> Result<HostProcess> {
+        let HostKind::Wash { bin } = kind else {
+            bail!("not a wash: {kind:?}");
+        };
+        std::fs::create_dir_all(state_dir)?;
+        let registry = OciRegistry::start()?;
+        let wasm = std::fs::read(workload.wasm)
+            .with_context(|| format!("reading {}", workload.wasm.display()))?;
+        let image = registry.push(&format!("lakebase/{}", workload.name), "test", wasm)?;
+
+        // Subscribed before the host starts: its first heartbeat comes at once, the next one
+        // 15 s later.
+        let mut nats = NatsClient::connect(workload.nats_url)?;
+        let heartbeats = nats.subscribe("runtime.operator.heartbeat.*")?;
+        nats.ping()?;
+        static HOSTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let host_name = format!(
+            "lakebase-test-{}-{}",
+            std::process::id(),
+            HOSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut cmd = Command::new(bin);
+        cmd.arg("host")
+            .args(["--scheduler-nats-url", workload.nats_url])
+            .args(["--data-nats-url", workload.nats_url])
+            .args(["--host-name", &host_name])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .arg("--allow-host-loopback")
+            .arg("--allow-insecure-registries")
+            .arg("--oci-cache-dir")
+            .arg(state_dir.join("oci-cache"))
+            .env("HOME", state_dir)
+            .env("XDG_CONFIG_HOME", state_dir.join("config"))
+            .env("XDG_CACHE_HOME", state_dir.join("cache"))
+            .env("XDG_DATA_HOME", state_dir.join("data"))
+            .current_dir(state_dir);
+        let mut host = HostProcess::spawn_only(kind, cmd, state_dir)?;
+        host.registry = Some(registry);
+
+        // The heartbeat with our host name: the host's id and HTTP port.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (id, port) = loop {
+            if let Some(status) = host.child.try_wait()? {
+                bail!(
+                    "wash exited ({status}) before its first heartbeat:\n{}",
+                    host.logs()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("no heartbeat from wash within 60 s:\n{}", host.logs());
+            }
+            let Some(msg) = nats.next_message_within(Duration::from_millis(500))? else {
+                continue;
+            };
+            if msg.sid != heartbeats {
+                continue;
+            }
+            let beat: serde_json::Value = serde_json::from_slice(&msg.payload)
+                .with_context(|| format!("a heartbeat not JSON: {:?}", msg.payload))?;
+            if beat["hostname"] == host_name.as_str() {
+                let id = beat["id"].as_str().context("a heartbeat without id")?;
+                let port = beat["httpPort"]
+                    .as_u64()
+                    .filter(|p| *p != 0)
+                    .with_context(|| format!("a heartbeat without an HTTP port: {beat}"))?;
+                break (id.to_owned(), port);
+            }
+        };
+
+        let component = serde_json::json!({
+            "name": workload.name,
+            "image": image,
+            "imagePullPolicy": "IMAGE_PULL_POLICY_ALWAYS",
+            "localResources": {
+                "config": workload.config,
+                // Absent, wash host denies every outbound wasi:http request ("outgoing request
+                // denied by allowed_hosts policy"); the workspace is on the loopback.
+                "allowedHosts": ["*"],
+                "allowedHostLoopbackPorts":
+                    workload.host_loopback_ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            },
+        });
+        let interface = |package: &str, interfaces: &[&str], config: serde_json::Value| {
+            serde_json::json!({
+                "namespace": "wasi",
+                "package": package,
+                "interfaces": interfaces,
+                "config": config,
+            })
+        };
+        let request = serde_json::json!({
+            "workloadId": format!("{host_name}-{}", workload.name),
+            "workload": {
+                "namespace": "default",
+                "name": workload.name,
+                "witWorld": {
+                    "components": [component],
+                    "hostInterfaces": [
+                        interface("http", &["incoming-handler"], serde_json::json!({"host": workload.name})),
+                        interface("keyvalue", &["store"], serde_json::json!({})),
+                        interface("config", &["store"], serde_json::json!({})),
+                    ],
+                },
+            },
+        });
+        let reply = nats
+            .request(
+                &format!("runtime.host.{id}.workload.start"),
+                &serde_json::to_vec(&request)?,
+                Duration::from_secs(300),
+            )
+            .with_context(|| format!("starting the workload:\n{}", host.logs()))?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply)
+            .with_context(|| format!("a workload start reply not JSON: {reply:?}"))?;
+        let state = &reply["workloadStatus"]["workloadState"];
+        if state != "WORKLOAD_STATE_RUNNING" {
+            bail!("wash did not start the workload: {reply}\n{}", host.logs());
+        }
+        host.addr = format!("127.0.0.1:{port}");
+        host.host_header = Some(workload.name.to_owned());
+        host.wait_until_serving()?;
+        Ok(host)
+    }
+
     /// The wasmCloud-like test host (`wasmcloud-host`) serving a standard-WASI component: a new
     /// instance per request, `wasi:config` values from `config` (written to
     /// `<state_dir>/config.json`, the workload's config map), `wasi:keyvalue` on `keyvalue`
@@ -214,10 +408,18 @@ impl HostProcess {
     /// waits until it accepts connections.
     fn spawn(
         kind: &HostKind,
-        mut cmd: Command,
+        cmd: Command,
         addr: Option<String>,
         state_dir: &Path,
     ) -> Result<HostProcess> {
+        let mut host = HostProcess::spawn_only(kind, cmd, state_dir)?;
+        host.addr = addr.unwrap_or_default();
+        host.wait_until_serving()?;
+        Ok(host)
+    }
+
+    /// Runs `cmd` in a process group of its own with its output captured.
+    fn spawn_only(kind: &HostKind, mut cmd: Command, state_dir: &Path) -> Result<HostProcess> {
         // Error strings handed to the guest would otherwise carry whole backtraces here.
         cmd.env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
@@ -242,15 +444,24 @@ impl HostProcess {
                 }
             });
         }
-        let announced = addr.is_none();
-        let mut host = HostProcess {
+        Ok(HostProcess {
             kind: kind.clone(),
             child,
             url: String::new(),
-            addr: addr.unwrap_or_default(),
+            addr: String::new(),
+            host_header: None,
             output,
             state_dir: state_dir.to_owned(),
-        };
+            registry: None,
+        })
+    }
+
+    /// Waits until the host accepts connections on its address (an empty one: the address it
+    /// prints, `serving http://<addr>`).
+    fn wait_until_serving(&mut self) -> Result<()> {
+        let announced = self.addr.is_empty();
+        let host = self;
+        let kind = host.kind.clone();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if announced && host.addr.is_empty() {
@@ -264,7 +475,7 @@ impl HostProcess {
             }
             if !host.addr.is_empty() && TcpStream::connect(&host.addr).is_ok() {
                 host.url = format!("http://{}", host.addr);
-                return Ok(host);
+                return Ok(());
             }
             if let Some(status) = host.child.try_wait()? {
                 bail!(
@@ -303,7 +514,7 @@ impl HostProcess {
         write!(
             s,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            self.addr,
+            self.host_header.as_deref().unwrap_or(&self.addr),
             body.len()
         )?;
         let mut raw = Vec::new();

@@ -1,8 +1,9 @@
 //! Throwaway servers for tests: a PostgreSQL cluster and a Redis server, each on a free loopback
 //! port, installed from Debian's packages when missing, and a NATS server with JetStream (when
 //! one is found, [`NatsServer::bin_from_env`]), stopped and deleted on drop; an app
-//! served by a host process (the devhost or a real Spin, [`host`]) and concurrent clients
-//! against it ([`load`]).
+//! served by a host process (the devhost, a real Spin, `wasmtime serve`, the wasmCloud-like
+//! test host or a real wasmCloud `wash host`, [`host`]) and concurrent clients against it
+//! ([`load`]); the OCI registry and NATS client that driving a real wash takes ([`wash`]).
 //!
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` OS user.
 
@@ -15,6 +16,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod host;
 pub mod load;
+pub mod wash;
 
 /// A free TCP port on 127.0.0.1 (bound and released; a tiny race is accepted in tests).
 pub fn free_port() -> Result<u16> {

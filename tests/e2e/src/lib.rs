@@ -626,24 +626,22 @@ pub fn nats_tier(what: &str) -> Option<PathBuf> {
     found
 }
 
-/// Says that these scenarios did not run on a real wasmCloud host: with no `wash` (`$WASH`,
-/// else `wash` on the PATH), or with one, because no runner drives `wash` here.
-pub fn note_wash_tier() {
-    let wash = std::env::var_os("WASH")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("wash"))
-                .find(|p| p.is_file())
-        });
-    match wash {
-        None => eprintln!(
-            "wasmCloud (wash) tier NOT run: no wash ($WASH unset and no `wash` on the PATH); these scenarios ran on the wasmCloud-like test host only"
-        ),
-        Some(bin) => eprintln!(
-            "wasmCloud (wash) tier NOT run: found {}, but no runner drives a real wash here yet; these scenarios ran on the wasmCloud-like test host only",
-            bin.display()
-        ),
+/// The real wasmCloud host for the wasmCloud scenarios (`$WASH`, else `wash` on the PATH), driven
+/// as a cluster host ([`HostProcess::wash_host`](lakebase_testkit::host::HostProcess::wash_host));
+/// without one, or without the `nats-server` it needs, says `wasmCloud (wash) tier NOT run` and
+/// why, for `what`.
+pub fn wash_tier(what: &str) -> Option<lakebase_testkit::host::HostKind> {
+    let Some(wash) = lakebase_testkit::host::HostKind::wash_from_env() else {
+        eprintln!(
+            "wasmCloud (wash) tier NOT run: no wash ($WASH unset and no `wash` on the PATH): {what} ran on the wasmCloud-like test host only"
+        );
+        return None;
+    };
+    if lakebase_testkit::NatsServer::bin_from_env().is_none() {
+        eprintln!(
+            "wasmCloud (wash) tier NOT run: no nats-server for `wash host` ($NATS_SERVER unset, no target/nats-server-venv/bin/nats-server, none on the PATH): {what}"
+        );
+        return None;
     }
+    Some(wash)
 }

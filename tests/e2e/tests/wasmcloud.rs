@@ -1,42 +1,121 @@
-//! The wasmCloud-like tier: the standard-WASI notes app (`examples/notes-wasi`) and a
-//! `wasmcloud:postgres` component plugged with the WASI plugin, on the wasmCloud-like test host
+//! The wasmCloud tiers: the standard-WASI notes app (`examples/notes-wasi`) and a
+//! `wasmcloud:postgres` component plugged with the WASI plugin, against the emulator and a real
+//! PostgreSQL behind its TLS login proxy, on two hosts: the wasmCloud-like test host
 //! (`testing/wasmcloud-host`: a new instance for every request, as wash 2.7 does for
-//! `wasi:http@0.2`), with `wasi:keyvalue` on a real NATS JetStream server or a real Redis,
-//! against the emulator and a real PostgreSQL behind its TLS login proxy.
+//! `wasi:http@0.2`), with `wasi:keyvalue` on a real NATS JetStream server or a real Redis, and,
+//! where one is found (`$WASH`, else `wash` on the PATH), a real wasmCloud host, `wash host`
+//! ([`HostProcess::wash_host`]: the component pulled from an OCI registry of the test's own, the
+//! workload started over NATS, `wasi:keyvalue` on wash's NATS JetStream buckets, the login
+//! proxy reached as `host.wasmcloud.internal` through `--allow-host-loopback`). Each scenario is
+//! written once and runs on every tier ([`Tier`]).
 //!
 //! Instance memory never outlives a request here, so everything the cache saves comes through
 //! the key-value store: one mint for many requests, and for several host processes on one store.
 //! The NATS scenarios need a `nats-server` with JetStream (`$NATS_SERVER`, the one
 //! `scripts/test.sh` installs into `target/nats-server-venv`, or one on the PATH); without one
-//! they say `wasmCloud-like NATS tier NOT run` and pass. A real wash is not driven here: every
-//! test says `wasmCloud (wash) tier NOT run`.
+//! they say `wasmCloud-like NATS tier NOT run` and pass. Without a wash every test says
+//! `wasmCloud (wash) tier NOT run` and passes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lakebase_e2e::{
-    CREDENTIAL_ROUTE, Upstream, nats_tier, note_wash_tier, notes_wasi_wasm, repo_root, temp_dir,
+    CREDENTIAL_ROUTE, Upstream, nats_tier, notes_wasi_wasm, repo_root, temp_dir, wash_tier,
     wasi_plugin_wasm, wasmcloud_consumer_wasm, wasmcloud_host,
 };
 use lakebase_emulator::{DEFAULT_CLIENT_ID, Fault, FaultKind, LOGINS_ACCEPTED};
-use lakebase_testkit::host::HostProcess;
+use lakebase_testkit::host::{HostKind, HostProcess, WashWorkload};
 use lakebase_testkit::{NatsServer, RedisServer};
 use serde_json::Value;
 
-/// The host serving `wasm`; compiled code is cached under `target/` (each process would
-/// otherwise compile the component again, seconds each on a shared machine).
-fn serve(wasm: &Path, config: &BTreeMap<String, String>, keyvalue: &str, tag: &str) -> HostProcess {
-    let cache = repo_root().join("target/wasmcloud-host-cache");
-    HostProcess::wasmcloud_host(
-        &wasmcloud_host(),
-        wasm,
-        config,
-        keyvalue,
-        &["--cache-dir", cache.to_str().expect("a UTF-8 path")],
-        &temp_dir(tag),
-    )
-    .expect("starting the wasmCloud-like host")
+/// A host the scenarios run on.
+enum Tier {
+    /// The wasmCloud-like test host (`testing/wasmcloud-host`).
+    Model(HostKind),
+    /// A real wasmCloud host (`wash host`).
+    Wash(HostKind),
+}
+
+impl Tier {
+    /// The wasmCloud-like host, and a real wash when one is found (said when not, for `what`).
+    fn all(what: &str) -> Vec<Tier> {
+        let mut tiers = vec![Tier::Model(wasmcloud_host())];
+        tiers.extend(wash_tier(what).map(Tier::Wash));
+        tiers
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Tier::Model(_) => "wasmCloud-like host",
+            Tier::Wash(_) => "wash",
+        }
+    }
+
+    fn is_wash(&self) -> bool {
+        matches!(self, Tier::Wash(_))
+    }
+
+    /// The `wasi:config` values of [`Upstream::start_wasi`] as this host's guest needs them:
+    /// in wash, the machine's loopback (where the login proxy listens) is
+    /// `host.wasmcloud.internal` (`localhost` is the guest's own); the proxy's certificate
+    /// names both.
+    fn config(&self, config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut config = config.clone();
+        if self.is_wash() {
+            config.insert("pghost".to_owned(), "host.wasmcloud.internal".to_owned());
+        }
+        config
+    }
+
+    /// The host serving `wasm` with `config` (as [`Tier::config`] made it) and `wasi:keyvalue`
+    /// on `keyvalue` (`nats://…` or `redis://…`; wash takes NATS only, and `None` is returned
+    /// for Redis). The wasmCloud-like host's compiled code is cached under `target/` (each
+    /// process would otherwise compile the component again, seconds each on a shared machine).
+    fn serve(
+        &self,
+        wasm: &Path,
+        config: &BTreeMap<String, String>,
+        keyvalue: &str,
+        tag: &str,
+    ) -> Option<HostProcess> {
+        match self {
+            Tier::Model(kind) => {
+                let cache = repo_root().join("target/wasmcloud-host-cache");
+                Some(
+                    HostProcess::wasmcloud_host(
+                        kind,
+                        wasm,
+                        config,
+                        keyvalue,
+                        &["--cache-dir", cache.to_str().expect("a UTF-8 path")],
+                        &temp_dir(tag),
+                    )
+                    .expect("starting the wasmCloud-like host"),
+                )
+            }
+            Tier::Wash(kind) => {
+                if !keyvalue.starts_with("nats://") {
+                    return None;
+                }
+                let pgport: u16 = config["pgport"].parse().expect("a port");
+                Some(
+                    HostProcess::wash_host(
+                        kind,
+                        &WashWorkload {
+                            wasm,
+                            config,
+                            nats_url: keyvalue,
+                            host_loopback_ports: &[pgport],
+                            name: tag,
+                        },
+                        &temp_dir(tag),
+                    )
+                    .expect("starting wash host"),
+                )
+            }
+        }
+    }
 }
 
 fn json(text: &str) -> Value {
@@ -44,7 +123,16 @@ fn json(text: &str) -> Value {
 }
 
 /// Prints how long a scenario took when it ends (passed or not).
-struct Timer(&'static str, std::time::Instant);
+struct Timer(String, std::time::Instant);
+
+impl Timer {
+    fn start(what: &str, tier: &Tier) -> Timer {
+        Timer(
+            format!("{what} on {}", tier.name()),
+            std::time::Instant::now(),
+        )
+    }
+}
 
 impl Drop for Timer {
     fn drop(&mut self) {
@@ -59,13 +147,25 @@ fn nats(what: &str) -> Option<NatsServer> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notes_on_nats_mint_once_across_instances_recover_and_keep_secrets() {
-    note_wash_tier();
-    let _timer = Timer("notes on NATS", std::time::Instant::now());
+    for tier in Tier::all("the notes app on NATS") {
+        notes_on_nats(&tier).await;
+    }
+}
+
+async fn notes_on_nats(tier: &Tier) {
+    let _timer = Timer::start("notes on NATS", tier);
     let Some(nats) = nats("the notes app on NATS") else {
         return;
     };
     let (up, config) = Upstream::start_wasi().await;
-    let host = serve(&notes_wasi_wasm(), &config, &nats.url(), "wasmcloud-notes");
+    let host = tier
+        .serve(
+            &notes_wasi_wasm(),
+            &tier.config(&config),
+            &nats.url(),
+            "wasmcloud-notes",
+        )
+        .expect("a NATS host");
     let mut responses = String::new();
     let mut requests = 0;
     let mut call = |method: &str, path: &str, body: &str| {
@@ -104,18 +204,16 @@ async fn notes_on_nats_mint_once_across_instances_recover_and_keep_secrets() {
     assert_eq!(up.emu.count(LOGINS_ACCEPTED), 21, "{:?}", up.emu.counts());
 
     // The notes API.
+    let note = format!("from the {}", tier.name());
     let (status, text) = call(
         "POST",
         "/notes",
-        r#"{"text":"from the wasmCloud-like host"}"#,
+        &serde_json::json!({ "text": note }).to_string(),
     );
     assert_eq!(status, 201, "{text}");
     let id = json(&text)["id"].as_i64().expect("an id");
     let (status, text) = call("GET", &format!("/notes/{id}"), "");
-    assert_eq!(
-        (status, json(&text)["text"].clone()),
-        (200, "from the wasmCloud-like host".into())
-    );
+    assert_eq!((status, json(&text)["text"].clone()), (200, note.into()));
     let (status, text) = call("GET", "/notes?limit=5", "");
     assert_eq!(status, 200, "{text}");
     assert!(
@@ -183,7 +281,8 @@ async fn notes_on_nats_mint_once_across_instances_recover_and_keep_secrets() {
     assert!(logs.contains("minted database credential"), "{logs}");
     up.assert_no_secret(&responses, &logs);
     println!(
-        "notes on NATS: {} mints, {} logins for {requests} requests",
+        "notes on NATS on the {}: {} mints, {} logins for {requests} requests",
+        tier.name(),
         up.mints(),
         up.emu.count(LOGINS_ACCEPTED),
     );
@@ -191,17 +290,26 @@ async fn notes_on_nats_mint_once_across_instances_recover_and_keep_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_nats_outage_the_app_answers_and_the_cache_comes_back() {
-    let _timer = Timer("NATS outage", std::time::Instant::now());
+    for tier in Tier::all("the NATS outage") {
+        nats_outage(&tier).await;
+    }
+}
+
+async fn nats_outage(tier: &Tier) {
+    let _timer = Timer::start("NATS outage", tier);
     let Some(mut nats) = nats("the NATS outage") else {
         return;
     };
     let (up, config) = Upstream::start_wasi().await;
-    let host = serve(
-        &notes_wasi_wasm(),
-        &config,
-        &nats.url(),
-        "wasmcloud-nats-outage",
-    );
+    let host = tier
+        .serve(
+            &notes_wasi_wasm(),
+            &tier.config(&config),
+            &nats.url(),
+            "wasmcloud-nats-outage",
+        )
+        .expect("a NATS host");
+    let name = tier.name();
     let mut responses = String::new();
     let mut health = |what: &str| {
         let started = std::time::Instant::now();
@@ -214,7 +322,7 @@ async fn through_a_nats_outage_the_app_answers_and_the_cache_comes_back() {
             .unwrap_or_default()
             .to_owned();
         println!(
-            "NATS outage: {what}: {source} in {:.2} s",
+            "NATS outage on the {name}: {what}: {source} in {:.2} s",
             took.as_secs_f64()
         );
         source
@@ -250,24 +358,31 @@ async fn through_a_nats_outage_the_app_answers_and_the_cache_comes_back() {
     }
     assert_eq!(source, "kv", "the cache did not come back: {}", host.logs());
     println!(
-        "NATS outage: the cache came back {:.1} s after the restart",
+        "NATS outage on the {name}: the cache came back {:.1} s after the restart",
         back.elapsed().as_secs_f64()
     );
     assert_eq!(health("after"), "kv");
 
     let logs = host.logs();
-    println!("NATS outage: host log\n{logs}");
+    println!("NATS outage on the {name}: host log\n{logs}");
     up.assert_no_secret(&responses, &logs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
-    note_wash_tier();
-    let _timer = Timer("errors", std::time::Instant::now());
+async fn errors_on_wasmcloud_hosts_say_who_must_act() {
+    for tier in Tier::all("the error cases on NATS") {
+        errors(&tier).await;
+    }
+}
+
+async fn errors(tier: &Tier) {
+    let _timer = Timer::start("errors", tier);
     let Some(nats) = nats("the error cases on NATS") else {
         return;
     };
     let (up, config) = Upstream::start_wasi().await;
+    let config = tier.config(&config);
+    let name = tier.name();
 
     // A workspace that sends its answer a byte every 2 s (no per-read timeout of the host
     // stops it): the core's deadlines cut it, 503 `unavailable` within the load's 25 s.
@@ -276,16 +391,18 @@ async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
         count: u32::MAX,
         kind: FaultKind::Trickle(std::time::Duration::from_secs(2)),
     });
-    let host = serve(
-        &notes_wasi_wasm(),
-        &config,
-        &nats.url(),
-        "wasmcloud-trickle",
-    );
+    let host = tier
+        .serve(
+            &notes_wasi_wasm(),
+            &config,
+            &nats.url(),
+            "wasmcloud-trickle",
+        )
+        .expect("a NATS host");
     let started = std::time::Instant::now();
     let (status, text) = host.request("GET", "/health", "").unwrap();
     let took = started.elapsed();
-    println!("workspace trickling: {status} after {took:.1?}");
+    println!("workspace trickling on the {name}: {status} after {took:.1?}");
     assert_eq!(
         (status, json(&text)["error"]["kind"].clone()),
         (503, "unavailable".into()),
@@ -308,7 +425,9 @@ async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
             retry_after: None,
         },
     });
-    let host = serve(&notes_wasi_wasm(), &config, &nats.url(), "wasmcloud-down");
+    let host = tier
+        .serve(&notes_wasi_wasm(), &config, &nats.url(), "wasmcloud-down")
+        .expect("a NATS host");
     let started = std::time::Instant::now();
     let (status, text) = host.request("GET", "/health", "").unwrap();
     assert_eq!(
@@ -321,7 +440,7 @@ async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
     let attempts = up.mints();
     assert!(attempts >= 1, "{:?}", up.emu.counts());
     println!(
-        "workspace down: 503 unavailable after {attempts} refused credential requests, {:.1} s",
+        "workspace down on the {name}: 503 unavailable after {attempts} refused credential requests, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     // Back up: the next request (a new instance) mints once and answers.
@@ -337,7 +456,9 @@ async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
     let wrong = "not-the-secret-0123456789";
     let mut edited = config.clone();
     edited.insert("databricks_client_secret".to_owned(), wrong.to_owned());
-    let host = serve(&notes_wasi_wasm(), &edited, &nats.url(), "wasmcloud-secret");
+    let host = tier
+        .serve(&notes_wasi_wasm(), &edited, &nats.url(), "wasmcloud-secret")
+        .expect("a NATS host");
     let (status, text) = host.request("GET", "/health", "").unwrap();
     let e = json(&text);
     assert_eq!(
@@ -358,8 +479,13 @@ async fn errors_on_the_wasmcloud_like_host_say_who_must_act() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_on_one_store_mint_once() {
-    note_wash_tier();
-    let _timer = Timer("two hosts on one store", std::time::Instant::now());
+    for tier in Tier::all("two hosts on one store") {
+        two_hosts_on_one_store(&tier).await;
+    }
+}
+
+async fn two_hosts_on_one_store(tier: &Tier) {
+    let _timer = Timer::start("two hosts on one store", tier);
     let wasm = notes_wasi_wasm();
     let redis = RedisServer::start().expect("starting redis-server");
     let nats = nats("two hosts on one NATS");
@@ -369,8 +495,17 @@ async fn two_hosts_on_one_store_mint_once() {
     }
     for (store, url) in stores {
         let (up, config) = Upstream::start_wasi().await;
-        let a = serve(&wasm, &config, &url, &format!("wasmcloud-{store}-a"));
-        let b = serve(&wasm, &config, &url, &format!("wasmcloud-{store}-b"));
+        let config = tier.config(&config);
+        let Some(a) = tier.serve(&wasm, &config, &url, &format!("wasmcloud-{store}-a")) else {
+            eprintln!(
+                "two hosts on one {store}: not run on the {} (its key-value store is NATS JetStream only)",
+                tier.name()
+            );
+            continue;
+        };
+        let b = tier
+            .serve(&wasm, &config, &url, &format!("wasmcloud-{store}-b"))
+            .expect("the second host");
         let mut responses = String::new();
         let (status, text) = a.request("GET", "/health", "").unwrap();
         assert_eq!(status, 200, "{store}: {text}\n{}", a.logs());
@@ -392,7 +527,11 @@ async fn two_hosts_on_one_store_mint_once() {
             "{store}: a cold request on one host, 20 on the other: {:?}",
             up.emu.counts()
         );
-        println!("two hosts on one {store}: 21 requests, {} mint", up.mints());
+        println!(
+            "two hosts on one {store} ({}): 21 requests, {} mint",
+            tier.name(),
+            up.mints()
+        );
         up.assert_no_secret(&responses, &format!("{}{}", a.logs(), b.logs()));
     }
 }
@@ -410,21 +549,25 @@ fn plugged_consumer() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wasmcloud_postgres_component_runs_through_the_plugin_on_nats() {
-    note_wash_tier();
-    let _timer = Timer(
-        "plugged wasmcloud:postgres component",
-        std::time::Instant::now(),
-    );
+    for tier in Tier::all("the plugged wasmcloud:postgres component on NATS") {
+        plugged_postgres_component(&tier).await;
+    }
+}
+
+async fn plugged_postgres_component(tier: &Tier) {
+    let _timer = Timer::start("plugged wasmcloud:postgres component", tier);
     let Some(nats) = nats("the plugged wasmcloud:postgres component on NATS") else {
         return;
     };
     let (up, config) = Upstream::start_wasi().await;
-    let host = serve(
-        &plugged_consumer(),
-        &config,
-        &nats.url(),
-        "wasmcloud-plugin",
-    );
+    let host = tier
+        .serve(
+            &plugged_consumer(),
+            &tier.config(&config),
+            &nats.url(),
+            "wasmcloud-plugin",
+        )
+        .expect("a NATS host");
     let mut responses = String::new();
     for i in 0..2 {
         let (status, text) = host.request("GET", "/whoami", "").unwrap();

@@ -50,6 +50,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "==> the libraries as crates (lakebase, lakebase-spin, lakebase-spin-p2, lakebase-wasi): docs without warnings, cargo publish --dry-run"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p lakebase -p lakebase-spin -p lakebase-wasi
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p lakebase --features log
 RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps -p lakebase-spin-p2
 # One invocation: a second one packages `lakebase` 0.1.0 again into the same temporary registry
 # path, where cargo reuses the first one's unpacked copy (a stale core).

@@ -13,7 +13,7 @@
 //!
 //! No features are on by default. `with-spin-sdk` (turned on by `lakebase-spin`) adds only
 //! `From<spin_sdk::pg::Error> for Error`, which Rust's orphan rule lets live only here. `log`
-//! adds [`log::to_log`], a sink that hands the library's log lines to the `log` crate.
+//! adds `log::to_log`, a sink that hands the library's log lines to the `log` crate.
 //!
 //! ```no_run
 //! use lakebase::host::{Clock, Connector, Http, Kv, Vars};

@@ -12,7 +12,7 @@
 //! lakebase::log::set_sink(quieter);
 //! ```
 //!
-//! With the feature `log`, [`to_log`] hands the lines to the `log` crate instead.
+//! With the feature `log`, `to_log` hands the lines to the `log` crate instead.
 
 use std::sync::RwLock;
 

@@ -39,52 +39,19 @@ impl HostKind {
     /// The real Spin to test with: `$SPIN` if set, else `spin` on the `PATH`; `None` when
     /// there is neither.
     pub fn spin_from_env() -> Option<HostKind> {
-        if let Some(path) = std::env::var_os("SPIN").filter(|p| !p.is_empty()) {
-            let bin = PathBuf::from(path);
-            let bin = if bin.is_relative() && bin.components().count() > 1 {
-                std::env::current_dir().map(|d| d.join(&bin)).unwrap_or(bin)
-            } else {
-                bin
-            };
-            return Some(HostKind::Spin { bin });
-        }
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|d| d.join("spin"))
-            .find(|p| p.is_file())
-            .map(|bin| HostKind::Spin { bin })
+        tool_from_env("SPIN", "spin").map(|bin| HostKind::Spin { bin })
     }
 
     /// The `wasmtime` to serve the standard-WASI build with: `$WASMTIME` if set, else
     /// `wasmtime` on the `PATH`; `None` when there is neither.
     pub fn wasmtime_from_env() -> Option<HostKind> {
-        let bin = match std::env::var_os("WASMTIME").filter(|p| !p.is_empty()) {
-            Some(path) => PathBuf::from(path),
-            None => {
-                let path = std::env::var_os("PATH")?;
-                std::env::split_paths(&path)
-                    .map(|d| d.join("wasmtime"))
-                    .find(|p| p.is_file())?
-            }
-        };
-        let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
-        Some(HostKind::WasmtimeServe { bin })
+        tool_from_env("WASMTIME", "wasmtime").map(|bin| HostKind::WasmtimeServe { bin })
     }
 
     /// The real wasmCloud host to test with: `$WASH` if set, else `wash` on the `PATH`; `None`
     /// when there is neither.
     pub fn wash_from_env() -> Option<HostKind> {
-        let bin = match std::env::var_os("WASH").filter(|p| !p.is_empty()) {
-            Some(path) => PathBuf::from(path),
-            None => {
-                let path = std::env::var_os("PATH")?;
-                std::env::split_paths(&path)
-                    .map(|d| d.join("wash"))
-                    .find(|p| p.is_file())?
-            }
-        };
-        let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
-        Some(HostKind::Wash { bin })
+        tool_from_env("WASH", "wash").map(|bin| HostKind::Wash { bin })
     }
 
     /// `"devhost"`, `"spin"`, `"wasmtime"`, `"wasmcloud-host"` or `"wash"`.
@@ -97,6 +64,23 @@ impl HostKind {
             HostKind::Wash { .. } => "wash",
         }
     }
+}
+
+/// A host tool named by `$var` (a relative path is taken from the current directory; a bare
+/// name is left for the `PATH`), else `name` found on the `PATH`; `None` when there is neither.
+fn tool_from_env(var: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        let bin = PathBuf::from(path);
+        if bin.components().count() == 1 {
+            return Some(bin);
+        }
+        return Some(std::fs::canonicalize(&bin).unwrap_or(bin));
+    }
+    let path = std::env::var_os("PATH")?;
+    let bin = std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())?;
+    Some(std::fs::canonicalize(&bin).unwrap_or(bin))
 }
 
 /// What to serve and how.

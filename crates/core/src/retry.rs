@@ -56,7 +56,7 @@ pub(crate) fn is_retryable_status(status: u16) -> bool {
 /// it may pass (refused, reset, timed out). Decided on the host's classification; a host that
 /// gives text only ([`HostFailure::Other`]) is read by its words.
 pub(crate) fn transport_configuration_error(e: &HostError) -> Option<&'static str> {
-    const NOT_ALLOWED: &str = "the host does not allow it: add the workspace URL (e.g. \"{{ databricks_host }}\") to `allowed_outbound_hosts` in spin.toml, and check `databricks_host`";
+    const NOT_ALLOWED: &str = "the host does not allow it: add the workspace URL (e.g. \"{{ databricks_host }}\") to `allowed_outbound_hosts` in spin.toml (Spin) or to the workload's `allowedHosts` (wasmCloud), and check `databricks_host`";
     const NOT_RESOLVED: &str = "the host name does not resolve: check `databricks_host`";
     const CERTIFICATE: &str =
         "its TLS certificate was refused: check `databricks_host` (a workspace URL, not a proxy)";

@@ -124,6 +124,9 @@ pub struct WashWorkload<'a> {
     /// Ports on the machine's loopback the component may reach as `host.wasmcloud.internal`
     /// (`localResources.allowedHostLoopbackPorts`; the host runs with `--allow-host-loopback`).
     pub host_loopback_ports: &'a [u16],
+    /// `localResources.allowedHosts`, where its outbound `wasi:http` may go (`["*"]`:
+    /// anywhere; `[]`: nowhere, as wash host treats a workload without the list).
+    pub allowed_hosts: &'a [&'a str],
     /// The workload's name; also the `Host` header its HTTP requests are routed by.
     pub name: &'a str,
 }
@@ -225,7 +228,7 @@ impl HostProcess {
     /// read); once its first heartbeat (`runtime.operator.heartbeat.<id>`, matched by host
     /// name) gives its id and HTTP port, a workload start request (JSON, as the wasmCloud
     /// operator sends it) goes to `runtime.host.<id>.workload.start`: one component pulled by
-    /// reference, `localResources.config` from `workload.config`, `allowedHosts: ["*"]`,
+    /// reference, `localResources.config` from `workload.config`, `allowedHosts`,
     /// `allowedHostLoopbackPorts`, and host interfaces `wasi:http/incoming-handler` (routed by
     /// the `Host` header `workload.name`), `wasi:keyvalue/store` (wash host's NATS JetStream
     /// buckets) and `wasi:config/store`. Returns once the workload runs and the port accepts
@@ -311,7 +314,7 @@ impl HostProcess {
                 "config": workload.config,
                 // Absent, wash host denies every outbound wasi:http request ("outgoing request
                 // denied by allowed_hosts policy"); the workspace is on the loopback.
-                "allowedHosts": ["*"],
+                "allowedHosts": workload.allowed_hosts,
                 "allowedHostLoopbackPorts":
                     workload.host_loopback_ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             },

@@ -18,12 +18,18 @@ use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
+use wasmtime_wasi_http::p2::{
+    HttpResult, WasiHttpCtxView, WasiHttpHooks, WasiHttpView, default_send_request,
+};
 
+pub mod allowed_hosts;
 pub mod keyvalue;
 
+pub use allowed_hosts::AllowedHost;
 pub use keyvalue::KeyValue;
 
 mod bindings {
@@ -60,10 +66,14 @@ pub struct HostOptions {
     pub keyvalue: KeyValue,
     /// Where wasmtime keeps compiled code between runs (`None`: compile every time).
     pub cache_dir: Option<PathBuf>,
+    /// The workload's `allowedHosts` for outbound `wasi:http` (`None`: anywhere, as `wash dev`
+    /// without a list; `Some(vec![])`: nowhere, as a `wash host` workload started without one).
+    pub allowed_hosts: Option<Vec<AllowedHost>>,
 }
 
 struct Shared {
     config: BTreeMap<String, String>,
+    allowed_hosts: Option<Vec<AllowedHost>>,
     keyvalue: KeyValue,
     instances: AtomicU64,
 }
@@ -80,7 +90,31 @@ pub struct Ctx {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    hooks: Hooks,
     shared: Arc<Shared>,
+}
+
+/// Outbound `wasi:http`: the workload's `allowedHosts`, then wasmtime-wasi-http's own client.
+struct Hooks {
+    shared: Arc<Shared>,
+}
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<HyperOutgoingBody>,
+        config: OutgoingRequestConfig,
+    ) -> HttpResult<HostFutureIncomingResponse> {
+        if !allowed_hosts::allows(self.shared.allowed_hosts.as_deref(), request.uri()) {
+            // wash's words, so that a log reads the same on both.
+            eprintln!(
+                "wasmcloud-host: outgoing request to host '{}' denied by allowed_hosts policy",
+                request.uri().host().unwrap_or("")
+            );
+            return Err(ErrorCode::HttpRequestDenied.into());
+        }
+        Ok(default_send_request(request, config))
+    }
 }
 
 impl WasiView for Ctx {
@@ -97,7 +131,7 @@ impl WasiHttpView for Ctx {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -137,6 +171,7 @@ impl WasmcloudHost {
             pre,
             shared: Arc::new(Shared {
                 config: opts.config,
+                allowed_hosts: opts.allowed_hosts,
                 keyvalue: opts.keyvalue,
                 instances: AtomicU64::new(0),
             }),
@@ -164,6 +199,9 @@ impl WasmcloudHost {
                 table: ResourceTable::new(),
                 wasi: wasi.build(),
                 http: WasiHttpCtx::new(),
+                hooks: Hooks {
+                    shared: self.shared.clone(),
+                },
                 shared: self.shared.clone(),
             },
         );

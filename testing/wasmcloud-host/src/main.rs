@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use lakebase_wasmcloud_host::{HostOptions, KeyValue, WasmcloudHost};
+use lakebase_wasmcloud_host::{AllowedHost, HostOptions, KeyValue, WasmcloudHost};
 
 const HELP: &str = "wasmcloud-host: serve a wasi:http@0.2 component as wasmCloud 2.7's host does
 (a new instance per request; a test model, not wash).
 
 USAGE: wasmcloud-host --component FILE.wasm --keyvalue URL [--config FILE.json] [--listen ADDR]
-                      [--cache-dir DIR]
+                      [--cache-dir DIR] [--allowed-hosts JSON]
 
 OPTIONS:
       --component FILE     the component (exports wasi:http/incoming-handler@0.2)
@@ -21,6 +21,9 @@ OPTIONS:
       --config FILE        the workload's config map for wasi:config, a JSON object of strings
       --listen ADDR        address to serve on (default 127.0.0.1:0, a free port)
       --cache-dir DIR      keep wasmtime's compiled code here between runs
+      --allowed-hosts JSON the workload's allowedHosts for outbound wasi:http, e.g. '[\"*\"]' or
+                           '[\"https://*.cloud.databricks.com\"]'; '[]' denies all (a wash host
+                           workload without the list); not given: anywhere (as wash dev)
   -h, --help               this help
 
 Prints `wasmcloud-host: serving http://ADDR` on stdout once it accepts connections; one line per
@@ -33,6 +36,7 @@ async fn main() -> Result<()> {
     let mut config = BTreeMap::new();
     let mut listen: SocketAddr = "127.0.0.1:0".parse()?;
     let mut cache_dir = None;
+    let mut allowed_hosts = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -47,6 +51,17 @@ async fn main() -> Result<()> {
                 config = serde_json::from_str(&text).with_context(|| {
                     format!("the config map {path}: expected a JSON object of strings")
                 })?;
+            }
+            "--allowed-hosts" => {
+                let v = value("--allowed-hosts")?;
+                let list: Vec<String> = serde_json::from_str(&v).with_context(|| {
+                    format!("--allowed-hosts `{v}`: expected a JSON list of strings")
+                })?;
+                allowed_hosts = Some(
+                    list.iter()
+                        .map(|e| AllowedHost::parse(e))
+                        .collect::<Result<Vec<_>>>()?,
+                );
             }
             "--listen" => {
                 let v = value("--listen")?;
@@ -67,6 +82,7 @@ async fn main() -> Result<()> {
         config,
         keyvalue,
         cache_dir,
+        allowed_hosts,
     })?;
     let (addr, task) = host.serve(listen).await?;
     println!("wasmcloud-host: serving http://{addr}");

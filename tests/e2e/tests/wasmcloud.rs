@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lakebase_e2e::{
-    CREDENTIAL_ROUTE, Upstream, nats_tier, notes_wasi_wasm, repo_root, temp_dir, wash_tier,
-    wasi_plugin_wasm, wasmcloud_consumer_wasm, wasmcloud_host,
+    CREDENTIAL_ROUTE, TOKEN_ROUTE, Upstream, nats_tier, notes_wasi_wasm, repo_root, temp_dir,
+    wash_tier, wasi_plugin_wasm, wasmcloud_consumer_wasm, wasmcloud_host,
 };
 use lakebase_emulator::{DEFAULT_CLIENT_ID, Fault, FaultKind, LOGINS_ACCEPTED};
 use lakebase_testkit::host::{HostKind, HostProcess, WashWorkload};
@@ -79,16 +79,35 @@ impl Tier {
         keyvalue: &str,
         tag: &str,
     ) -> Option<HostProcess> {
+        self.serve_allowing(wasm, config, keyvalue, tag, &["*"])
+    }
+
+    /// [`Tier::serve`] with the workload's `allowedHosts` for outbound `wasi:http`
+    /// (`[]` denies every request, as wash host does for a workload without the list).
+    fn serve_allowing(
+        &self,
+        wasm: &Path,
+        config: &BTreeMap<String, String>,
+        keyvalue: &str,
+        tag: &str,
+        allowed_hosts: &[&str],
+    ) -> Option<HostProcess> {
         match self {
             Tier::Model(kind) => {
                 let cache = repo_root().join("target/wasmcloud-host-cache");
+                let allowed = serde_json::to_string(allowed_hosts).expect("JSON");
                 Some(
                     HostProcess::wasmcloud_host(
                         kind,
                         wasm,
                         config,
                         keyvalue,
-                        &["--cache-dir", cache.to_str().expect("a UTF-8 path")],
+                        &[
+                            "--cache-dir",
+                            cache.to_str().expect("a UTF-8 path"),
+                            "--allowed-hosts",
+                            &allowed,
+                        ],
                         &temp_dir(tag),
                     )
                     .expect("starting the wasmCloud-like host"),
@@ -107,6 +126,7 @@ impl Tier {
                             config,
                             nats_url: keyvalue,
                             host_loopback_ports: &[pgport],
+                            allowed_hosts,
                             name: tag,
                         },
                         &temp_dir(tag),
@@ -475,6 +495,48 @@ async fn errors(tier: &Tier) {
     let logs = host.logs();
     assert!(!text.contains(wrong) && !logs.contains(wrong), "echoed");
     up.assert_no_secret(&text, &logs);
+    drop(host);
+
+    // A workload whose allowedHosts lets no outbound request out (wash host's default when the
+    // list is absent): a configuration error that names the list, at once, with nothing sent.
+    // A NATS of its own: the store above holds a credential, which would answer without a call.
+    let Some(empty) = self::nats("the denied workload") else {
+        return;
+    };
+    let sent = up.emu.count(TOKEN_ROUTE) + up.mints();
+    let host = tier
+        .serve_allowing(
+            &notes_wasi_wasm(),
+            &config,
+            &empty.url(),
+            "wasmcloud-denied",
+            &[],
+        )
+        .expect("a NATS host");
+    let (status, text) = host.request("GET", "/health", "").unwrap();
+    let e = json(&text);
+    println!(
+        "no allowedHosts on the {name}: {status} {}",
+        e["error"]["kind"]
+    );
+    assert_eq!(
+        (status, e["error"]["kind"].clone()),
+        (500, "configuration".into()),
+        "{text}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("allowedHosts") && m.contains("databricks_host")),
+        "{text}"
+    );
+    assert_eq!(
+        up.emu.count(TOKEN_ROUTE) + up.mints(),
+        sent,
+        "{:?}",
+        up.emu.counts()
+    );
+    up.assert_no_secret(&text, &host.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

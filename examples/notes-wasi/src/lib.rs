@@ -6,11 +6,13 @@
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 
+use futures::TryStreamExt as _;
 use lakebase::Connected;
 use lakebase::host::{Clock as _, Vars as _};
 use lakebase_notes_core::{self as notes, Failure, Route};
 use lakebase_wasi::{WasiClock, WasiVars, database_error};
 use serde_json::Value;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, SimpleQueryMessage};
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -78,7 +80,12 @@ async fn serve(request: IncomingRequest) -> Result<(u16, Value), Failure> {
         Route::Create => {
             let text = notes::new_note_text(&read_body(&request)?)?;
             let db = connect().await?;
-            let rows = query_rows(&db.connection, &notes::insert_note(), &[&text]).await?;
+            let rows = last_query(
+                &db.connection,
+                &notes::insert_note(),
+                &[(&text, Type::TEXT)],
+            )
+            .await?;
             let note = rows
                 .first()
                 .map(note_json)
@@ -87,12 +94,18 @@ async fn serve(request: IncomingRequest) -> Result<(u16, Value), Failure> {
         }
         Route::List { limit } => {
             let db = connect().await?;
-            let rows = query_rows(&db.connection, &notes::list_notes(), &[&limit]).await?;
+            let rows = last_query(
+                &db.connection,
+                &notes::list_notes(),
+                &[(&limit, Type::INT8)],
+            )
+            .await?;
             Ok((200, notes::notes_json(rows.iter().map(note_json).collect())))
         }
         Route::Get(id) => {
             let db = connect().await?;
-            let rows = query_rows(&db.connection, &notes::select_note(), &[&id]).await?;
+            let rows =
+                last_query(&db.connection, &notes::select_note(), &[(&id, Type::INT8)]).await?;
             match rows.first() {
                 Some(row) => Ok((200, note_json(row))),
                 None => Err(Failure::not_found(format!("note {id} does not exist"))),
@@ -100,12 +113,19 @@ async fn serve(request: IncomingRequest) -> Result<(u16, Value), Failure> {
         }
         Route::Delete(id) => {
             let db = connect().await?;
-            let deleted = db
-                .connection
-                .execute(notes::DELETE_NOTE, &[&id])
+            let client = &db.connection;
+            let delete = async {
+                let rows = client
+                    .query_typed_raw(notes::DELETE_NOTE, [(id, Type::INT8)])
+                    .await?;
+                let mut rows = std::pin::pin!(rows);
+                while rows.try_next().await?.is_some() {}
+                Ok::<_, tokio_postgres::Error>(rows.rows_affected())
+            };
+            let deleted = lakebase_wasi::last_use(client, delete)
                 .await
                 .map_err(|e| database_error(&e))?;
-            if deleted == 0 {
+            if deleted == Some(0) {
                 return Err(Failure::not_found(format!("note {id} does not exist")));
             }
             Ok((204, Value::Null))
@@ -147,7 +167,7 @@ async fn connect() -> Result<Connected<Arc<Client>>, Failure> {
 
 async fn health() -> Result<(u16, Value), Failure> {
     let db = lakebase_wasi::connect().await?;
-    let rows = query_rows(&db.connection, notes::HEALTH_QUERY, &[]).await?;
+    let rows = last_query(&db.connection, notes::HEALTH_QUERY, &[]).await?;
     let row = rows.first().ok_or_else(notes::no_health_row)?;
     let now = WasiClock.now().timestamp();
     Ok((
@@ -162,15 +182,19 @@ async fn health() -> Result<(u16, Value), Failure> {
     ))
 }
 
-async fn query_rows(
-    client: &Client,
+/// Runs `sql` as the request's last statement, in one round trip: parsed, bound and run in
+/// one flight as an unnamed statement (`query_typed`, so the parameters' types are given here
+/// and nothing is left to close), with the session's reset right behind it
+/// (`lakebase_wasi::last_use`), so that the instance's next request takes the connection
+/// without a round trip of its own. (A text `query` after a reset at the start of a request
+/// costs three: reset, prepare, run.)
+async fn last_query(
+    client: &Arc<Client>,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    params: &[(&(dyn ToSql + Sync), Type)],
 ) -> Result<Vec<Row>, Failure> {
-    Ok(client
-        .query(sql, params)
-        .await
-        .map_err(|e| database_error(&e))?)
+    let rows = lakebase_wasi::last_use(client, client.query_typed(sql, params)).await;
+    Ok(rows.map_err(|e| database_error(&e))?)
 }
 
 fn note_json(row: &Row) -> Value {

@@ -66,15 +66,31 @@ impl HostKind {
     }
 }
 
-/// A host tool named by `$var` (a relative path is taken from the current directory; a bare
-/// name is left for the `PATH`), else `name` found on the `PATH`; `None` when there is neither.
+/// A host tool named by `$var`, else `name` found on the `PATH`; `None` when there is neither.
+/// A bare name in `$var` is left for the `PATH`; a relative path is taken from the current
+/// directory, else from the workspace root (`cargo test` runs a test in its package's
+/// directory, while `WASMTIME=../shared/tools/wasmtime cargo test` is typed at the root).
+/// A `$var` that names no file is a mistake to fix, not a tier to skip: it panics saying so.
 fn tool_from_env(var: &str, name: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
         let bin = PathBuf::from(path);
         if bin.components().count() == 1 {
             return Some(bin);
         }
-        return Some(std::fs::canonicalize(&bin).unwrap_or(bin));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let found = [bin.clone(), root.join(&bin)]
+            .into_iter()
+            .find_map(|p| std::fs::canonicalize(p).ok().filter(|p| p.is_file()));
+        return match found {
+            Some(bin) => Some(bin),
+            None => panic!(
+                "${var}={} names no file (tried from {} and from the workspace root {}): \
+                 set it to the {name} binary's path, or unset it to use `{name}` on the PATH",
+                bin.display(),
+                std::env::current_dir().unwrap_or_default().display(),
+                std::fs::canonicalize(&root).unwrap_or(root).display(),
+            ),
+        };
     }
     let path = std::env::var_os("PATH")?;
     let bin = std::env::split_paths(&path)

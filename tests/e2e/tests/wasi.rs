@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lakebase_e2e::{CREDENTIAL_ROUTE, Upstream, notes_wasi_wasm, temp_dir, wasmtime_tier};
-use lakebase_emulator::{DEFAULT_CLIENT_ID, Fault, FaultKind, LOGINS_ACCEPTED};
+use lakebase_emulator::{CLIENT_TURNS, DEFAULT_CLIENT_ID, Fault, FaultKind, LOGINS_ACCEPTED};
 use lakebase_testkit::host::{HostKind, HostProcess};
 use serde_json::{Value, json};
 
@@ -105,6 +105,20 @@ async fn notes_on_wasmtime_serve_mint_once_recover_and_keep_secrets() {
         json(&text)["credential"]["source"],
         "memory",
         "the instance's connection and credential"
+    );
+    // One round trip a warm request: the statement parsed, bound and run in one flight with
+    // the session's reset right behind it (`last_use`), so the next request needs no check of
+    // its own. (A reset at the start of a request, then a prepared query: three, 15 here.)
+    let before = up.emu.count(CLIENT_TURNS);
+    for _ in 0..5 {
+        let (status, text) = call("GET", "/health", "");
+        assert_eq!(status, 200, "{text}");
+    }
+    let turns = up.emu.count(CLIENT_TURNS) - before;
+    assert!(
+        (5..=6).contains(&turns),
+        "five warm requests made {turns} round trips, not 5: {:?}",
+        up.emu.counts()
     );
 
     // The notes API answers as on Spin (the same core).

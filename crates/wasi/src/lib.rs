@@ -232,11 +232,15 @@ pub async fn connect() -> Result<Connected<Arc<tokio_postgres::Client>>, Error> 
 /// decides only whether the connection is kept (a failed transaction costs one more round
 /// trip to roll back; a reset that fails closes the connection).
 ///
-/// `last` must send its one request when first polled: a tokio-postgres `query`, `execute`
-/// or `query_raw` of a prepared [`tokio_postgres::Statement`], a `batch_execute`, a
-/// `simple_query` or a `prepare`, awaited directly. A future that awaits one request before
-/// sending another (a `query` with SQL text prepares first) would have the reset overtake
-/// it and leave its session state for the next request. `last` runs to the end either way.
+/// `last` must send its one request when first polled: a tokio-postgres `query_typed` or
+/// `query_typed_raw` (SQL text parsed, bound and run in one flight: the whole request is one
+/// round trip), a `query`, `execute` or `query_raw` of a prepared
+/// [`tokio_postgres::Statement`], a `batch_execute`, a `simple_query` or a `prepare`, awaited
+/// directly. A future that awaits one request before sending another (a `query` with SQL text
+/// prepares first) would have the reset overtake it and leave its session state for the next
+/// request. `last` runs to the end either way. A prepared `Statement` dropped afterwards sends
+/// its `Close` in a flight of its own: keep statements for the connection's life, or use
+/// `query_typed`, to keep a request at one round trip.
 pub async fn last_use<T>(
     connection: &Arc<tokio_postgres::Client>,
     last: impl std::future::Future<Output = T>,

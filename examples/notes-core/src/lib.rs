@@ -50,6 +50,16 @@ pub fn list_notes() -> String {
 /// `$1` id (int8).
 pub const DELETE_NOTE: &str = "DELETE FROM notes WHERE id = $1";
 
+/// `query` made to return at least one row: `query`'s rows, or one row of NULLs when it has
+/// none (so a row whose `id` is NULL means "no note"). For the WASIp2 app: on Spin 4.0.0 to
+/// 4.0.2 (SpinKube's shim 0.25 runs 4.0.1) the synchronous `spin:postgres` `query` never
+/// returns when a statement matches no rows (spinframework/spin#3671, fixed by #3673 after
+/// 4.0.2), and a synchronous host call cannot be given up from the guest. Order by `id` again
+/// outside (a join does not promise the subquery's order).
+pub fn at_least_one_row(query: &str) -> String {
+    format!("SELECT q.* FROM (SELECT 1) AS one LEFT JOIN ({query}) AS q ON true ORDER BY q.id DESC")
+}
+
 /// Whether the table is known to exist in this instance.
 static TABLE_READY: AtomicBool = AtomicBool::new(false);
 

@@ -53,6 +53,9 @@ pub struct DevhostOptions {
     pub deny_adapter: Option<PathBuf>,
     /// How instances are reused (default: as Spin 4.1 does).
     pub reuse: InstanceReuse,
+    /// Model Spin 4.0.0 to 4.0.2: a synchronous `spin:postgres` `query` that matches no rows
+    /// never returns (spinframework/spin#3671, fixed by #3673 after 4.0.2).
+    pub empty_query_hangs: bool,
 }
 
 /// Which `wasi:http` a component exports, as Spin tells them apart.
@@ -102,6 +105,8 @@ pub(crate) struct Shared {
     last_peak_memory: Arc<AtomicU64>,
     /// Instances created so far.
     pub(crate) instances: AtomicU64,
+    /// See [`Options::empty_query_hangs`].
+    pub(crate) empty_query_hangs: bool,
 }
 
 /// A loaded, validated app, ready to serve requests.
@@ -387,6 +392,7 @@ impl Devhost {
             last_peak_memory: Default::default(),
             instances: AtomicU64::new(0),
             clock_offset_ms: Arc::new(AtomicI64::new(opts.clock_offset.as_millis() as i64)),
+            empty_query_hangs: opts.empty_query_hangs,
         });
         let handler = ProxyHandler::new(Instances {
             engine: engine.clone(),
@@ -600,6 +606,20 @@ enum OpenDenied {
 }
 
 impl Ctx {
+    /// After a synchronous `query`: never returns when `hang` (it matched no rows and the
+    /// devhost models Spin 4.0.0 to 4.0.2, [`Options::empty_query_hangs`]), as those Spins never
+    /// answer it.
+    pub(crate) async fn empty_query_answered(hang: bool) {
+        if hang {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether the devhost models Spin 4.0.0 to 4.0.2's `query` ([`Options::empty_query_hangs`]).
+    pub(crate) fn empty_query_hangs(&self) -> bool {
+        self.shared.empty_query_hangs
+    }
+
     /// Opens the store `label`: only a store listed in `key_value_stores`, and configured.
     fn open_store(
         &mut self,
@@ -873,9 +893,10 @@ impl pgw::HostConnection for Ctx {
         params: Vec<pgw::ParameterValue>,
     ) -> wasmtime::Result<Result<pgw::RowSet, pgw::Error>> {
         let client = self.client(&r)?;
-        Ok(run_query(client, statement, params)
-            .await
-            .map(|(columns, rows)| pgw::RowSet { columns, rows }))
+        let answer = run_query(client, statement, params).await;
+        let empty = matches!(&answer, Ok((_, rows)) if rows.is_empty());
+        Ctx::empty_query_answered(empty && self.empty_query_hangs()).await;
+        Ok(answer.map(|(columns, rows)| pgw::RowSet { columns, rows }))
     }
 
     async fn execute(

@@ -36,6 +36,8 @@ OPTIONS:
       --idle-instance-timeout DUR
                                 drop an instance idle this long (Spin's default: 1s)
       --fresh-instances         a new instance per request (same as both counts 1)
+      --empty-query-hangs       as Spin 4.0.0 to 4.0.2: a synchronous spin:postgres query that
+                                matches no rows never returns (spinframework/spin#3671)
       --deny-adapter PATH       the .wasm that denies Spin interfaces to dependencies that do not
                                 inherit configuration (default: the workspace's build of
                                 testing/deny-adapter)
@@ -99,6 +101,7 @@ async fn main() -> Result<()> {
             }
             "--idle-instance-timeout" => opts.reuse.idle_timeout = parse_duration(&value()?)?,
             "--fresh-instances" => opts.reuse = InstanceReuse::FRESH,
+            "--empty-query-hangs" => opts.empty_query_hangs = true,
             other => bail!("unknown option `{other}` (see devhost up --help)"),
         }
     }

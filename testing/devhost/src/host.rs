@@ -105,7 +105,7 @@ pub(crate) struct Shared {
     last_peak_memory: Arc<AtomicU64>,
     /// Instances created so far.
     pub(crate) instances: AtomicU64,
-    /// See [`Options::empty_query_hangs`].
+    /// See [`DevhostOptions::empty_query_hangs`].
     pub(crate) empty_query_hangs: bool,
 }
 
@@ -607,7 +607,7 @@ enum OpenDenied {
 
 impl Ctx {
     /// After a synchronous `query`: never returns when `hang` (it matched no rows and the
-    /// devhost models Spin 4.0.0 to 4.0.2, [`Options::empty_query_hangs`]), as those Spins never
+    /// devhost models Spin 4.0.0 to 4.0.2, [`DevhostOptions::empty_query_hangs`]), as those Spins never
     /// answer it.
     pub(crate) async fn empty_query_answered(hang: bool) {
         if hang {
@@ -615,7 +615,7 @@ impl Ctx {
         }
     }
 
-    /// Whether the devhost models Spin 4.0.0 to 4.0.2's `query` ([`Options::empty_query_hangs`]).
+    /// Whether the devhost models Spin 4.0.0 to 4.0.2's `query` ([`DevhostOptions::empty_query_hangs`]).
     pub(crate) fn empty_query_hangs(&self) -> bool {
         self.shared.empty_query_hangs
     }

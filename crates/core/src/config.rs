@@ -402,7 +402,7 @@ impl ConfigBuilder {
             // the parent's configuration as missing: say that, not only "set databricks_host".
             return Err(Error::config(
                 var::DATABRICKS_HOST,
-                "variable `databricks_host` is required, and no Lakebase variable has a value at all: set them on the component (see the configuration table); if this runs as a component dependency (the plugin), it was not given its parent's configuration: add `inherit_configuration = true` to the dependency in spin.toml",
+                "variable `databricks_host` is required, and no Lakebase variable has a value at all: set them on the component (see the configuration table); if this runs as a component dependency (the plugin), it was not given its parent's configuration: add `dependencies_inherit_configuration = true` to the component in spin.toml (every Spin), or `inherit_configuration = true` to the dependency (Spin 4.0 and later)",
             ));
         }
         let host = self.host.ok_or_else(|| {

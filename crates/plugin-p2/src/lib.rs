@@ -1,7 +1,8 @@
 //! The Lakebase plugin for WASIp2 Spin components (`lakebase_plugin_p2.wasm`).
 //!
-//! It exports, configured by the Spin variables of the component it is composed into (the
-//! dependency needs `inherit_configuration = true`):
+//! It exports, configured by the Spin variables of the component it is composed into (that
+//! component needs `dependencies_inherit_configuration = true`, which every Spin reads; Spin 4.0
+//! and later also take `inherit_configuration = true` on the dependency, which Spin 3.x refuses):
 //! - `spin:postgres/postgres@4.0.0`, virtualizing the host's: an address `lakebase:` (the
 //!   configured database) or `lakebase://<database>` opens a host connection with the cached
 //!   token as password, minting once more when the server rejects it (`28P01`); any other

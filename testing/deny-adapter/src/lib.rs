@@ -14,16 +14,21 @@ mod bindings {
                 export spin:postgres/postgres@4.2.0;
                 export spin:key-value/key-value@3.0.0;
                 export spin:variables/variables@3.0.0;
+                export fermyon:spin/key-value@2.0.0;
+                export fermyon:spin/variables@2.0.0;
             }
         ",
         path: [
             "../../wit/deps/spin-postgres@4.2.0",
             "../../wit/deps/spin-key-value@3.0.0",
             "../../wit/deps/spin-variables@3.0.0",
+            "../devhost/wit/fermyon-spin@2.0.0",
         ],
     });
 }
 
+use bindings::exports::fermyon::spin::key_value as kv2;
+use bindings::exports::fermyon::spin::variables as vars2;
 use bindings::exports::spin::key_value::key_value as kv;
 use bindings::exports::spin::postgres::postgres as pg;
 use bindings::exports::spin::variables::variables as vars;
@@ -143,6 +148,44 @@ impl vars::Guest for Deny {
     /// the variables finds every one undefined, rather than "not permitted".
     async fn get(name: String) -> Result<String, vars::Error> {
         Err(vars::Error::Undefined(format!("no variable for {name:?}")))
+    }
+}
+
+// The WASIp2 interfaces (`fermyon:spin@2.0.0`, spin-sdk 5.2 components), as Spin 3.6.3's deny-all
+// adapter answers them: no store opens (`no-such-store`), every variable is undefined. (The
+// devhost does not deny `spin:postgres@4.0.0`: see its README.)
+
+/// A WASIp2 store that is never opened.
+enum NeverStore2 {}
+
+impl kv2::Guest for Deny {
+    type Store = NeverStore2;
+}
+
+impl kv2::GuestStore for NeverStore2 {
+    fn open(_label: String) -> Result<kv2::Store, kv2::Error> {
+        Err(kv2::Error::NoSuchStore)
+    }
+    fn get(&self, _key: String) -> Result<Option<Vec<u8>>, kv2::Error> {
+        match *self {}
+    }
+    fn set(&self, _key: String, _value: Vec<u8>) -> Result<(), kv2::Error> {
+        match *self {}
+    }
+    fn delete(&self, _key: String) -> Result<(), kv2::Error> {
+        match *self {}
+    }
+    fn exists(&self, _key: String) -> Result<bool, kv2::Error> {
+        match *self {}
+    }
+    fn get_keys(&self) -> Result<Vec<String>, kv2::Error> {
+        match *self {}
+    }
+}
+
+impl vars2::Guest for Deny {
+    fn get(name: String) -> Result<String, vars2::Error> {
+        Err(vars2::Error::Undefined(name))
     }
 }
 

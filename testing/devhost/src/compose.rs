@@ -44,8 +44,20 @@ pub struct Dependency {
 /// adapter does not deny those: see the README.)
 const CAPABILITY_SETS: &[(&str, &[&str])] = &[
     ("allowed_outbound_hosts", &["spin:postgres/postgres@4.2.0"]),
-    ("key_value_stores", &["spin:key-value/key-value@3.0.0"]),
-    ("variables", &["spin:variables/variables@3.0.0"]),
+    (
+        "key_value_stores",
+        &[
+            "spin:key-value/key-value@3.0.0",
+            "fermyon:spin/key-value@2.0.0",
+        ],
+    ),
+    (
+        "variables",
+        &[
+            "spin:variables/variables@3.0.0",
+            "fermyon:spin/variables@2.0.0",
+        ],
+    ),
 ];
 
 /// The capability sets Spin knows (others are ignored by Spin; the devhost warns).
@@ -123,6 +135,14 @@ pub fn matches_import(dep: &str, import: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// The names a component imports (read without compiling it).
+pub fn import_names(name: &str, bytes: &[u8]) -> Result<Vec<String>> {
+    let mut types = wac_graph::types::Types::default();
+    let package = Package::from_bytes(name, None, bytes.to_vec(), &mut types)
+        .with_context(|| format!("reading component `{name}`"))?;
+    Ok(types[package.ty()].imports.keys().cloned().collect())
 }
 
 fn package(
@@ -329,7 +349,9 @@ mod tests {
             allowed_interfaces(&["key_value_stores".into(), "variables".into()]),
             vec![
                 "spin:key-value/key-value@3.0.0",
-                "spin:variables/variables@3.0.0"
+                "fermyon:spin/key-value@2.0.0",
+                "spin:variables/variables@3.0.0",
+                "fermyon:spin/variables@2.0.0",
             ]
         );
         assert_eq!(

@@ -54,8 +54,12 @@ pub struct DevhostOptions {
     /// How instances are reused (default: as Spin 4.1 does).
     pub reuse: InstanceReuse,
     /// Model Spin 4.0.0 to 4.0.2: a synchronous `spin:postgres` `query` that matches no rows
-    /// never returns (spinframework/spin#3671, fixed by #3673 after 4.0.2).
+    /// never returns (spinframework/spin#3671, fixed by #3673 after 4.0.2). Also on when
+    /// [`DevhostOptions::spin_version`] is one of those releases.
     pub empty_query_hangs: bool,
+    /// The Spin release to model (default 4.1): its manifest schema and the interfaces it
+    /// serves (see [`SpinVersion`](crate::SpinVersion)).
+    pub spin_version: crate::SpinVersion,
 }
 
 /// Which `wasi:http` a component exports, as Spin tells them apart.
@@ -329,7 +333,7 @@ pub(crate) fn w(e: wasmtime::Error) -> anyhow::Error {
 impl Devhost {
     /// Loads and validates the app (variables, allowed hosts, stores), and compiles the component.
     pub fn load(opts: DevhostOptions) -> Result<Devhost> {
-        let app = App::load(&opts.manifest)?;
+        let app = App::load_as(&opts.manifest, opts.spin_version)?;
         let env = opts
             .env
             .clone()
@@ -350,6 +354,20 @@ impl Devhost {
             .deny_adapter
             .clone()
             .unwrap_or_else(crate::compose::default_deny_adapter_path);
+        // What the modelled Spin serves, checked on the app and on each dependency as they
+        // are (the devhost's own deny adapter, composed in below, is not Spin's).
+        let own = crate::compose::import_names(&app.component_id, &wasm)?;
+        opts.spin_version
+            .check_imports(own.iter().map(String::as_str))
+            .with_context(|| format!("loading {}", app.source.display()))?;
+        for dep in &app.dependencies {
+            let bytes = std::fs::read(&dep.path)
+                .with_context(|| format!("reading the dependency {}", dep.path.display()))?;
+            let imports = crate::compose::import_names(&dep.name, &bytes)?;
+            opts.spin_version
+                .check_imports(imports.iter().map(String::as_str))
+                .with_context(|| format!("loading the dependency {}", dep.path.display()))?;
+        }
         let wasm = crate::compose::compose(&app.component_id, wasm, &app.dependencies, || {
             std::fs::read(&deny_adapter).with_context(|| {
                 format!(
@@ -392,7 +410,7 @@ impl Devhost {
             last_peak_memory: Default::default(),
             instances: AtomicU64::new(0),
             clock_offset_ms: Arc::new(AtomicI64::new(opts.clock_offset.as_millis() as i64)),
-            empty_query_hangs: opts.empty_query_hangs,
+            empty_query_hangs: opts.empty_query_hangs || opts.spin_version.empty_query_hangs(),
         });
         let handler = ProxyHandler::new(Instances {
             engine: engine.clone(),

@@ -10,7 +10,9 @@ pub mod manifest;
 mod pg;
 mod pg3;
 mod server;
+pub mod spin_version;
 
 pub use host::{Ctx, Devhost, DevhostOptions, HttpFlavour, StoreHandle, component_world};
 pub use instances::InstanceReuse;
 pub use server::ServeHandle;
+pub use spin_version::SpinVersion;

@@ -14,7 +14,7 @@ fn count(flag: &str, s: &str) -> Result<usize> {
     }
 }
 
-const HELP: &str = "devhost: run a Spin 4.1 app locally (a stand-in for `spin up`, built on wasmtime 47).
+const HELP: &str = "devhost: run a Spin app locally as Spin 4.1 (or an older release, --spin-version) does (a stand-in for `spin up`, built on wasmtime 47).
 
 USAGE: devhost up [OPTIONS]
        devhost compose [-f PATH] -o OUT.wasm
@@ -36,6 +36,9 @@ OPTIONS:
       --idle-instance-timeout DUR
                                 drop an instance idle this long (Spin's default: 1s)
       --fresh-instances         a new instance per request (same as both counts 1)
+      --spin-version X.Y.Z      model that Spin release (default 4.1.0): Spin 3.x refuses a
+                                dependency's own inherit_configuration; before 4.1 no WASIp3
+                                component loads; 4.0.0-4.0.2 imply --empty-query-hangs
       --empty-query-hangs       as Spin 4.0.0 to 4.0.2: a synchronous spin:postgres query that
                                 matches no rows never returns (spinframework/spin#3671)
       --deny-adapter PATH       the .wasm that denies Spin interfaces to dependencies that do not
@@ -102,6 +105,9 @@ async fn main() -> Result<()> {
             "--idle-instance-timeout" => opts.reuse.idle_timeout = parse_duration(&value()?)?,
             "--fresh-instances" => opts.reuse = InstanceReuse::FRESH,
             "--empty-query-hangs" => opts.empty_query_hangs = true,
+            "--spin-version" => {
+                opts.spin_version = lakebase_devhost::SpinVersion::parse(&value()?)?
+            }
             other => bail!("unknown option `{other}` (see devhost up --help)"),
         }
     }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::spin_version::SpinVersion;
+
 #[derive(Debug, Deserialize)]
 struct RawManifest {
     spin_manifest_version: u32,
@@ -126,8 +128,14 @@ pub struct App {
 }
 
 impl App {
-    /// Reads `spin.toml` (or `<dir>/spin.toml`).
+    /// Reads `spin.toml` (or `<dir>/spin.toml`) as the newest modelled Spin does.
     pub fn load(path: &Path) -> Result<App> {
+        App::load_as(path, SpinVersion::default())
+    }
+
+    /// Reads `spin.toml` (or `<dir>/spin.toml`) as Spin `version` does: what that release's
+    /// manifest schema refuses is refused here too (see [`SpinVersion`]).
+    pub fn load_as(path: &Path, version: SpinVersion) -> Result<App> {
         let file = if path.is_dir() {
             path.join("spin.toml")
         } else {
@@ -176,7 +184,8 @@ impl App {
                 ))
             })
             .collect::<Result<_>>()?;
-        let dependencies = dependencies(&trigger.component, comp, &dir)?;
+        let dependencies = dependencies(&trigger.component, comp, &dir, version)
+            .with_context(|| format!("parsing {}", file.display()))?;
         Ok(App {
             dependencies,
             name: raw.application.name,
@@ -272,11 +281,14 @@ impl App {
 
 /// The component's dependencies, with Spin's inheritance rules: the component-wide
 /// `dependencies_inherit_configuration` and a dependency's own `inherit_configuration` exclude
-/// each other; absent means inherit nothing.
+/// each other; absent means inherit nothing. Before Spin 4.0 a dependency has no
+/// `inherit_configuration` of its own: Spin 3.x's untagged `ComponentDependency` matches no
+/// variant and the app does not load (checked on a real Spin 3.6.3).
 fn dependencies(
     id: &str,
     comp: &RawComponent,
     dir: &Path,
+    version: SpinVersion,
 ) -> Result<Vec<crate::compose::Dependency>> {
     use crate::compose::{Dependency, Inherit};
     comp.dependencies
@@ -292,6 +304,12 @@ fn dependencies(
             {
                 bail!(
                     "{}: the devhost composes dependencies from a local `path` only (not registry packages, URLs or app components)",
+                    context()
+                );
+            }
+            if dep.inherit_configuration.is_some() && !version.per_dependency_inherit() {
+                bail!(
+                    "{}: data did not match any variant of untagged enum ComponentDependency (as Spin {version} says: a dependency's own `inherit_configuration` arrived with Spin 4.0; for Spin 3.x put `dependencies_inherit_configuration = true` under [component.{id}] instead, which every Spin reads)",
                     context()
                 );
             }
@@ -519,5 +537,83 @@ mod tests {
         let v: HashMap<String, String> = [("a".to_owned(), "1".to_owned())].into();
         assert_eq!(render("x{{ a }}y{{a}}", &v).unwrap(), "x1y1");
         assert!(render("{{ b }}", &v).is_err());
+    }
+
+    /// A manifest with one dependency, given `component_extra` under the component and
+    /// `dep_extra` inside the dependency's table.
+    fn with_dependency(component_extra: &str, dep_extra: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "devhost-manifest-{}-{}",
+            std::process::id(),
+            component_extra.len() * 10 + dep_extra.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("spin.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"spin_manifest_version = 2
+[application]
+name = "deps"
+[[trigger.http]]
+route = "/..."
+component = "app"
+[component.app]
+source = "app.wasm"
+{component_extra}
+[component.app.dependencies]
+"spin:postgres/postgres@4.0.0" = {{ path = "plugin.wasm"{dep_extra} }}
+"#
+            ),
+        )
+        .unwrap();
+        file
+    }
+
+    #[test]
+    fn dependency_inheritance_forms_by_spin_version() {
+        use crate::compose::Inherit;
+        let v3 = SpinVersion::new(3, 6, 3);
+        let v4 = SpinVersion::new(4, 0, 2);
+        let per_dependency = with_dependency("", ", inherit_configuration = true");
+        let component_wide = with_dependency("dependencies_inherit_configuration = true", "");
+        let both = with_dependency(
+            "dependencies_inherit_configuration = true",
+            ", inherit_configuration = true",
+        );
+
+        // Spin 3.x: only the component-wide switch; the per-dependency form does not load.
+        let e = format!("{:#}", App::load_as(&per_dependency, v3).unwrap_err());
+        assert!(
+            e.contains("did not match any variant of untagged enum ComponentDependency")
+                && e.contains("dependencies_inherit_configuration = true"),
+            "{e}"
+        );
+        for version in [v3, v4, SpinVersion::default()] {
+            let app = App::load_as(&component_wide, version).unwrap();
+            assert!(
+                matches!(app.dependencies[0].inherit, Inherit::All),
+                "{version}"
+            );
+            assert!(
+                App::load_as(&both, version).is_err(),
+                "{version}: both forms"
+            );
+        }
+        // Spin 4.0 and later read the per-dependency form too.
+        for version in [v4, SpinVersion::default()] {
+            let app = App::load_as(&per_dependency, version).unwrap();
+            assert!(
+                matches!(app.dependencies[0].inherit, Inherit::All),
+                "{version}"
+            );
+        }
+        // Without either, the dependency inherits nothing.
+        let neither = with_dependency("", "");
+        let app = App::load_as(&neither, v3).unwrap();
+        assert!(
+            matches!(&app.dependencies[0].inherit, Inherit::Sets(s) if s.is_empty()),
+            "no inheritance"
+        );
     }
 }

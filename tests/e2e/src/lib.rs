@@ -562,21 +562,87 @@ pub fn wasmtime_tier(what: &str) -> Option<lakebase_testkit::host::HostKind> {
     found
 }
 
-/// The hosts every scenario runs on: the devhost (reusing instances as Spin does), and a real
-/// Spin when one is found (`$SPIN`, else `spin` on the PATH). Says so when there is none.
-pub fn hosts() -> Vec<lakebase_testkit::host::HostKind> {
-    use lakebase_testkit::host::HostKind;
-    let mut hosts = vec![HostKind::Devhost {
+/// The Spin flavour an artifact is built for, which decides the Spins it is tested on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// WASIp3 (spin-sdk 7): Spin 4.1 and later.
+    P3,
+    /// WASIp2 (spin-sdk 5.2): Spin 3.4 and later, SpinKube.
+    P2,
+}
+
+impl Flavour {
+    /// The oldest Spin that loads the flavour.
+    pub fn oldest_spin(self) -> lakebase_devhost::SpinVersion {
+        match self {
+            Flavour::P3 => lakebase_devhost::SpinVersion::new(4, 1, 0),
+            Flavour::P2 => lakebase_devhost::SpinVersion::new(3, 4, 0),
+        }
+    }
+
+    /// The Spin release the devhost models for this flavour: 4.1 for WASIp3; for WASIp2
+    /// 3.6.3, the oldest one users run (SpinKube 0.24's shim), whose manifest schema is the
+    /// strictest (no per-dependency `inherit_configuration`).
+    pub fn devhost_spin(self) -> lakebase_devhost::SpinVersion {
+        match self {
+            Flavour::P3 => lakebase_devhost::SpinVersion::default(),
+            Flavour::P2 => lakebase_devhost::SpinVersion::new(3, 6, 3),
+        }
+    }
+}
+
+/// The release of a real Spin binary, from `spin --version`; `None` when it cannot be told.
+pub fn spin_release(bin: &Path) -> Option<lakebase_devhost::SpinVersion> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    lakebase_devhost::SpinVersion::parse(&String::from_utf8_lossy(&out.stdout)).ok()
+}
+
+/// The devhost modelling Spin `version` (`--spin-version`).
+pub fn devhost_as(version: lakebase_devhost::SpinVersion) -> lakebase_testkit::host::HostKind {
+    let args = if version == lakebase_devhost::SpinVersion::default() {
+        vec![]
+    } else {
+        vec!["--spin-version".into(), version.to_string()]
+    };
+    lakebase_testkit::host::HostKind::Devhost {
         bin: devhost_bin(),
-        args: vec![],
-    }];
+        args,
+    }
+}
+
+/// The hosts every scenario of a WASIp3 artifact runs on: the devhost (as Spin 4.1, reusing
+/// instances as Spin does), and a real Spin when one is found (`$SPIN`, else `spin` on the
+/// PATH) that is 4.1 or later. Says so when there is none.
+pub fn hosts() -> Vec<lakebase_testkit::host::HostKind> {
+    hosts_for(Flavour::P3)
+}
+
+/// The hosts of a WASIp2 artifact: the devhost as Spin 3.6.3 ([`Flavour::devhost_spin`]) and
+/// the real Spin when one is found (3.4 or later).
+pub fn p2_hosts() -> Vec<lakebase_testkit::host::HostKind> {
+    hosts_for(Flavour::P2)
+}
+
+/// The hosts of an artifact of `flavour`: the devhost modelling [`Flavour::devhost_spin`], and
+/// the real Spin (`$SPIN`, else `spin` on the PATH) when it loads the flavour. Says which tier
+/// did not run and why. `E2E_HOSTS=spin` (or `devhost`) runs one tier only.
+pub fn hosts_for(flavour: Flavour) -> Vec<lakebase_testkit::host::HostKind> {
+    use lakebase_testkit::host::HostKind;
+    let mut hosts = vec![devhost_as(flavour.devhost_spin())];
     match HostKind::spin_from_env() {
-        Some(spin) => hosts.push(spin),
+        Some(HostKind::Spin { bin }) => match spin_release(&bin) {
+            Some(release) if release < flavour.oldest_spin() => eprintln!(
+                "NOTE: the Spin at {} is {release}, older than {} which the {flavour:?} build needs: this scenario ran on the devhost only; the Spin tier was NOT run for it",
+                bin.display(),
+                flavour.oldest_spin()
+            ),
+            _ => hosts.push(HostKind::Spin { bin }),
+        },
+        Some(other) => hosts.push(other),
         None => eprintln!(
             "NOTE: no Spin CLI ($SPIN unset and no `spin` on the PATH): this scenario ran on the devhost only; the Spin tier was NOT run"
         ),
     }
-    // `E2E_HOSTS=spin` (or `devhost`) runs one tier only.
     if let Ok(only) = std::env::var("E2E_HOSTS") {
         hosts.retain(|h| only.split(',').any(|n| n.trim() == h.name()));
     }

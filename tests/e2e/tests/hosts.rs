@@ -15,9 +15,9 @@ use lakebase_testkit::RedisServer;
 use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};
 use lakebase_testkit::load::{self, Budget, LoadReport};
 
-/// The notes app's two builds on every host of [`hosts`]: WASIp3 (`spin.toml`, Spin 4.1 and
-/// later) and WASIp2 (`spin-p2.toml`, spin-sdk 5.2, Spin 3.4 and later; a fresh instance per
-/// request). `E2E_FLAVOURS=p3` (or `p2`) runs one build only.
+/// The notes app's two builds: WASIp3 (`spin.toml`, Spin 4.1 and later) on every host of
+/// [`hosts`], and WASIp2 (`spin-p2.toml`, spin-sdk 5.2, Spin 3.4 and later; a fresh instance per
+/// request) on those of [`p2_hosts`]. `E2E_FLAVOURS=p3` (or `p2`) runs one build only.
 fn app_hosts() -> Vec<(PathBuf, HostKind)> {
     let flavours = [("p3", "spin.toml"), ("p2", "spin-p2.toml")];
     let only = std::env::var("E2E_FLAVOURS").ok();
@@ -29,11 +29,17 @@ fn app_hosts() -> Vec<(PathBuf, HostKind)> {
         {
             continue;
         }
-        match flavour {
-            "p3" => app_wasm(),
-            _ => notes_p2_wasm(),
+        let kinds = match flavour {
+            "p3" => {
+                app_wasm();
+                hosts()
+            }
+            _ => {
+                notes_p2_wasm();
+                p2_hosts()
+            }
         };
-        for kind in hosts() {
+        for kind in kinds {
             println!("== {flavour} build ({manifest}) on {}", kind.name());
             runs.push((repo_root().join(manifest), kind));
         }

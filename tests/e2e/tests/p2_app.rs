@@ -2,8 +2,9 @@
 //! its world is what Spin 3.4 to 4.0.x and SpinKube provide, and nothing of WASIp3. The runs on
 //! a host come with the devhost's WASIp2 support.
 
-use lakebase_e2e::{SPIN_P2_IMPORTS, Upstream, devhost_bin, notes_p2_wasm, repo_root, temp_dir};
-use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};
+use lakebase_devhost::SpinVersion;
+use lakebase_e2e::{SPIN_P2_IMPORTS, Upstream, devhost_as, notes_p2_wasm, repo_root, temp_dir};
+use lakebase_testkit::host::{HostOptions, HostProcess};
 use serde_json::{Value, json};
 
 #[test]
@@ -24,17 +25,14 @@ fn the_p2_app_world_is_what_spin_3_and_4_0_provide() {
 }
 
 /// Spin 4.0.0 to 4.0.2 never answer a synchronous `query` that matches no rows
-/// (spinframework/spin#3671; the devhost models it with `--empty-query-hangs`, as a real 4.0.2
+/// (spinframework/spin#3671; the devhost models it as `--spin-version 4.0.2`, as a real 4.0.2
 /// was seen to do): the app's routes that can match nothing answer there all the same. Each
 /// request below would hang (and fail on the client's timeout) if its query could return no row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_that_match_nothing_answer_on_spin_4_0() {
     notes_p2_wasm();
     let up = Upstream::start().await;
-    let kind = HostKind::Devhost {
-        bin: devhost_bin(),
-        args: vec!["--empty-query-hangs".into()],
-    };
+    let kind = devhost_as(SpinVersion::new(4, 0, 2));
     let node = HostProcess::start(
         &kind,
         &HostOptions {

@@ -1,7 +1,7 @@
 //! The WASIp2 plugin (`crates/plugin-p2`, `lakebase_plugin_p2.wasm`): its world, and composed
 //! into a WASIp2 component that uses plain `spin_sdk::pg4` (`tests/pg-consumer-p2`) and into one
 //! that calls its `credentials-sync` (`tests/credentials-consumer-p2`), on the host processes of
-//! [`lakebase_e2e::hosts`] (the devhost, and a real Spin when one is found), against the
+//! [`lakebase_e2e::p2_hosts`] (the devhost as Spin 3.6.3, and a real Spin when one is found), against the
 //! emulated workspace and a real PostgreSQL.
 
 use std::collections::BTreeMap;
@@ -89,7 +89,7 @@ fn get(node: &HostProcess, path: &str, seen: &mut String) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_p2_plugin_serves_lakebase_passes_through_and_recovers_a_revoked_token() {
     plugin_p2_wasm();
-    for kind in hosts() {
+    for kind in p2_hosts() {
         let name = kind.name();
         let up = Upstream::start().await;
         let node = start(&kind, &up, &temp_dir("plugin-p2"));
@@ -174,7 +174,7 @@ async fn a_p2_component_gets_and_invalidates_credentials_through_credentials_syn
             .any(|i| i == "lakebase:postgres-p2/credentials-sync@0.1.0"),
         "the consumer imports credentials-sync: {imports:?}"
     );
-    for kind in hosts() {
+    for kind in p2_hosts() {
         let name = kind.name();
         let up = Upstream::start().await;
         let node = start_credentials_consumer(&kind, up.variables(), &temp_dir("creds-p2"));
@@ -281,5 +281,70 @@ async fn a_p2_component_gets_and_invalidates_credentials_through_credentials_syn
         for secret in [up.pg.superuser_password(), "postgres://"] {
             assert!(!seen.contains(secret), "{name}: `{secret}` in an answer");
         }
+    }
+}
+
+/// Without `dependencies_inherit_configuration` the plugin gets none of the component's
+/// configuration (on Spin 3.6.3 and the devhost as 3.6.3, every variable reads as undefined):
+/// the error names both switches, and nothing is minted. The per-dependency form, which only
+/// Spin 4.0 and later read, does not load on the devhost as 3.6.3, as on the real 3.6.3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_p2_plugin_without_its_parents_configuration_names_both_switches() {
+    plugin_p2_wasm();
+    for kind in p2_hosts() {
+        let name = kind.name();
+        let up = Upstream::start().await;
+        let dir = temp_dir("plugin-p2-noinherit");
+        let manifest = manifest_copy(CONSUMER, &dir, |text| {
+            let edited = text.replace("dependencies_inherit_configuration = true\n", "");
+            assert_ne!(edited, text, "the consumer's manifest has the switch");
+            edited
+        });
+        let node = serve(&kind, manifest, up.variables(), &dir);
+        let mut seen = String::new();
+        let (status, body) = get(&node, "/health?via=lakebase", &mut seen);
+        println!("{name:7} WASIp2 plugin without its parent's configuration: {status} {body}");
+        assert_eq!(status, 500, "{name}: {body}\n{}", node.logs());
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`dependencies_inherit_configuration = true` to the component")
+                && message.contains("`inherit_configuration = true` to the dependency"),
+            "{name}: the error names both fixes: {body}"
+        );
+        assert_eq!(up.mints(), 0, "{name}: nothing minted");
+    }
+
+    // The form Spin 4.0 brought, on the devhost as Spin 3.6.3: the app does not load.
+    let dir = temp_dir("plugin-p2-per-dependency");
+    let manifest = manifest_copy(CONSUMER, &dir, |text| {
+        text.replace("dependencies_inherit_configuration = true\n", "")
+            .replace(
+                "lakebase_plugin_p2.wasm\" }",
+                "lakebase_plugin_p2.wasm\", inherit_configuration = true }",
+            )
+    });
+    let options = lakebase_devhost::DevhostOptions {
+        manifest: manifest.clone(),
+        state_dir: Some(dir.join("state")),
+        env: Some(Default::default()),
+        spin_version: Flavour::P2.devhost_spin(),
+        ..Default::default()
+    };
+    let refused = match lakebase_devhost::Devhost::load(options) {
+        Ok(_) => panic!("the devhost as Spin 3.6.3 loaded a per-dependency inherit_configuration"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        refused.contains("did not match any variant of untagged enum ComponentDependency")
+            && refused.contains("dependencies_inherit_configuration = true"),
+        "{refused}"
+    );
+    // The same manifest loads as Spin 4.0.2 and 4.1, which read both forms.
+    for version in [
+        lakebase_devhost::SpinVersion::new(4, 0, 2),
+        lakebase_devhost::SpinVersion::default(),
+    ] {
+        lakebase_devhost::manifest::App::load_as(&manifest, version)
+            .unwrap_or_else(|e| panic!("as Spin {version}: {e:#}"));
     }
 }

@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use lakebase_devhost::SpinVersion;
 use lakebase_e2e::*;
 use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};
 
@@ -166,23 +167,40 @@ async fn templates_instantiate_build_and_serve() {
     let plugin = repo_root().join("target/wasm32-wasip2/release/lakebase_plugin.wasm");
     let plugin_value = format!("plugin-path={}", plugin.display());
     let plugin_p2_value = format!("plugin-path={}", plugin_p2_wasm().display());
-    // The -p2 templates are the WASIp2 flavour (spin-sdk 5.2), which Spin 4.1 runs too.
-    let cases: [(&str, &str, Vec<&str>); 4] = [
-        ("lakebase-http-rust", "lbhttp", vec![]),
-        ("lakebase-http-rust-p2", "lbhttpp2", vec![]),
-        ("lakebase-plugin", "lbplugin", vec![plugin_value.as_str()]),
+    // Each template on the Spins it targets: the WASIp3 ones as Spin 4.1 (and on a real Spin
+    // of 4.1 or later); the -p2 ones (WASIp2, spin-sdk 5.2) as Spin 3.6.3 (SpinKube 0.24) and
+    // 4.0.2 (SpinKube 0.25's line: its zero-row hang included), and on any real Spin from 3.4.
+    let cases: [(&str, &str, Vec<&str>, Flavour); 4] = [
+        ("lakebase-http-rust", "lbhttp", vec![], Flavour::P3),
+        ("lakebase-http-rust-p2", "lbhttpp2", vec![], Flavour::P2),
+        (
+            "lakebase-plugin",
+            "lbplugin",
+            vec![plugin_value.as_str()],
+            Flavour::P3,
+        ),
         (
             "lakebase-plugin-p2",
             "lbpluginp2",
             vec![plugin_p2_value.as_str()],
+            Flavour::P2,
         ),
     ];
-    for kind in hosts() {
-        for (template, name, values) in &cases {
+    for (template, name, values, flavour) in &cases {
+        let mut kinds = hosts_for(*flavour);
+        if *flavour == Flavour::P2 && kinds.iter().any(|k| k.name() == "devhost") {
+            kinds.insert(1, devhost_as(SpinVersion::new(4, 0, 2)));
+        }
+        // Rendered and built once for every devhost mode.
+        let mut rendered = None;
+        for kind in kinds {
             let app = match &kind {
                 HostKind::Spin { bin } => new_app(bin, template, name, values),
-                _ => render(template, name, values),
+                _ => rendered
+                    .get_or_insert_with(|| render(template, name, values))
+                    .clone(),
             };
+            let _ = std::fs::remove_dir_all(app.join(".spin"));
             let up = Upstream::start().await;
             let node = HostProcess::start(
                 &kind,
@@ -219,8 +237,7 @@ async fn templates_instantiate_build_and_serve() {
             }
             assert_eq!(up.mints(), 1, "{template}: one mint for three requests");
             println!(
-                "template {template} on {}: instantiated, built, 3 × GET / → 200, 1 mint",
-                kind.name()
+                "template {template} on {kind:?}: instantiated, built, 3 × GET / → 200, 1 mint"
             );
         }
     }

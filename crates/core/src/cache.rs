@@ -240,11 +240,30 @@ pub(crate) const RECORD_VERSION: u32 = 2;
 /// "Instance `holder` is minting until `until`": lets other instances wait for its record
 /// instead of minting too. Best effort only: the store has no compare-and-swap, so two instances
 /// may both mint, which is harmless (Lakebase tokens coexist).
+///
+/// It is also where the instances of a host that runs every request in a fresh instance (Spin's
+/// WASIp2, wasmCloud, `wasmtime serve`) keep what must outlive one request, read only off the
+/// happy path (when the stored credential is missing or past its reuse limit):
+/// - `backoff_ms`: the wait after the last failed refresh, so that the back-off doubles across
+///   instances (kept when the lease is claimed again, gone with the lease after a success);
+/// - `rejected`: the database rejected a freshly minted token (the role is wrong): until
+///   `until_ms` every instance answers that error without a login or a mint; after it, the one
+///   instance that claims the lease tries once while the others still answer the error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Lease {
     pub holder: String,
     /// Unix milliseconds.
     pub until_ms: i64,
+    /// The back-off of a failing refresh, in milliseconds (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backoff_ms: u64,
+    /// A remembered rejection (see [`crate::rejection`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<crate::rejection::RejectionRecord>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -23,6 +23,11 @@ pub const UNTIMED_WINDOW: Duration = Duration::from_secs(5);
 /// A whole credential load in one request: key-value, waiting for another instance's lease,
 /// workspace token, look-ups, the mint and all their retries.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(25);
+/// A refresh attempt made by a request that holds a credential the server still accepts (past
+/// its reuse limit, within [`Credential::serve_until`](crate::Credential::serve_until)): that
+/// request is served the credential it has after at most this long, whatever the workspace does,
+/// and the refresh is tried again after a back-off (by whichever instance comes first).
+pub const SERVE_FIRST_TIMEOUT: Duration = Duration::from_secs(1);
 /// One key-value operation. A store that does not answer (Spin keeps retrying a Redis that is
 /// down) is then treated as failing: logged and bypassed.
 pub const KV_TIMEOUT: Duration = Duration::from_secs(2);

@@ -9,7 +9,7 @@ use crate::cache::{Cache, Lease};
 use crate::config::{Config, IdleSession, WorkspaceAuth};
 use crate::conn_string::{AddressMemo, connection_string};
 use crate::credential::{Credential, CredentialSource};
-use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, OpenWatch, within};
+use crate::deadline::{CONNECT_TIMEOUT, LOAD_TIMEOUT, OpenWatch, SERVE_FIRST_TIMEOUT, within};
 use crate::error::{Error, ErrorKind};
 use crate::expiry::Expiring as _;
 use crate::flight::{Flight, next_poll};
@@ -21,6 +21,7 @@ use crate::rejection::Rejection;
 use crate::retry::{self, Attempt, RetryPolicy, Stop};
 use crate::seams::Seams;
 use crate::secret::{Secret, scrub};
+use crate::tier::Cached as _;
 use crate::tier::Tier;
 use crate::workspace::WorkspaceClient;
 
@@ -62,6 +63,12 @@ pub struct Lakebase<H, K, C> {
     addresses: AddressMemo,
     /// Which opens race a host timer of their own.
     opens: OpenWatch,
+    /// The fingerprint of a credential minted after a rejection (a re-mint, or the one try
+    /// after a hold): kept in this instance's memory only until a login with it succeeds, so
+    /// that no other instance logs in with a token that may be rejected too.
+    unverified: std::sync::Mutex<Option<String>>,
+    /// Set while a login was just rejected: the next mint of this instance is unverified.
+    verify_next_mint: std::sync::atomic::AtomicBool,
 }
 
 impl<H, K, C: Clock> std::fmt::Debug for Lakebase<H, K, C> {
@@ -142,6 +149,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             instance_id: uuid::Uuid::new_v4().to_string(),
             addresses: AddressMemo::default(),
             opens: OpenWatch::default(),
+            unverified: Default::default(),
+            verify_next_mint: Default::default(),
         }
     }
 
@@ -167,6 +176,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// again after a back-off, not on every request).
     pub async fn credential(&self) -> Result<Obtained, Error> {
         let (credential, source) = self.current_credential().await?;
+        // No login here to verify it with: stored for every instance as any mint is.
+        self.verified(&credential).await;
         Ok(Obtained { credential, source })
     }
 
@@ -290,7 +301,17 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         match (result, fallback) {
             (Ok(loaded), _) => Ok(loaded),
             (Err(e), Some(fallback)) if e.kind() == ErrorKind::Unavailable => {
-                self.serve_through(e, fallback).await
+                let past = self.seams.clock.now() >= fallback.0.serve_until();
+                match self.serve_through(e, fallback).await {
+                    // The credential in hand ran out during the short attempt: one full
+                    // attempt, whose error (if any) says why the workspace failed.
+                    Err(_) if past && goal == Goal::Fresh => {
+                        within(clock, LOAD_TIMEOUT, self.load(None, goal))
+                            .await
+                            .unwrap_or_else(|| Err(Error::new(ErrorKind::Unavailable, format!("gave up obtaining a credential after {} s: the workspace or the key-value store did not answer in time", LOAD_TIMEOUT.as_secs()))))
+                    }
+                    served => served,
+                }
             }
             (Err(e), _) => Err(e),
         }
@@ -319,7 +340,9 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             c.serve_until().to_rfc3339(),
             wait.as_secs_f32()
         ));
-        self.write_lease_for(wait).await;
+        // Every instance (each request a fresh one, on most hosts) waits for the next try too,
+        // and the next failure, wherever it happens, doubles the wait.
+        self.write_lease(wait, self.outage.delay(), None).await;
         // The next requests of this instance serve it from memory until the next try.
         self.credential.remember(c.clone());
         Ok(fallback)
@@ -346,14 +369,32 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 .filter(|c| now < c.serve_until())
                 .map(|c| (c, CredentialSource::Kv))
         });
-        if let Some(found) = self.defer_to_other_minter(fallback.as_ref()).await {
+        // Off the happy path: what other instances left in the lease (a back-off, a rejection).
+        let lease = self.seams.cache.read_lease(&self.seams.kv()).await;
+        let (probing, lease) = match (self.take_in(lease.as_ref(), now), fallback.clone()) {
+            // Backing off: served at once, no attempt, whichever instance this is.
+            (Verdict::Wait, Some(fallback)) => return Ok(fallback),
+            // Nothing to serve: waiting on a back-off brings no record; try.
+            (Verdict::Wait, None) => (None, None),
+            (Verdict::Go, _) => (None, lease),
+            (Verdict::Rejected(r), _) => return Err(r.error()),
+            (Verdict::Probe(r), _) => (Some(r), None),
+        };
+        if let Some(found) = self.defer_to_other_minter(fallback.as_ref(), lease).await? {
             return Ok(found);
         }
-        // Claim the mint, let racing claims settle, and defer to whoever won.
-        self.write_lease_for(LEASE_TTL.to_std().unwrap_or_default())
-            .await;
+        // Claim the mint, let racing claims settle, and defer to whoever won. The claim keeps
+        // the back-off and the rejection it found, for whoever tries next.
+        let carried = probing.as_ref().map(Rejection::to_record);
+        self.write_lease(
+            LEASE_TTL.to_std().unwrap_or_default(),
+            self.outage.delay(),
+            carried,
+        )
+        .await;
         self.seams.clock.sleep(LEASE_SETTLE).await;
-        if let Some(found) = self.defer_to_other_minter(fallback.as_ref()).await {
+        let lease = self.seams.cache.read_lease(&self.seams.kv()).await;
+        if let Some(found) = self.defer_to_other_minter(fallback.as_ref(), lease).await? {
             return Ok(found);
         }
         // A record written since the first look, by an instance that minted and let its lease
@@ -369,7 +410,25 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             self.outage.clear();
             return Ok((c, CredentialSource::Kv));
         }
-        let minted = match self.mint().await {
+        // A request that has a credential to serve waits at most a second on the workspace; a
+        // refresh ahead (after the response, nobody waiting) and a cold start wait longer.
+        let minted = if fallback.is_some() && goal == Goal::Fresh {
+            let clock = &self.seams.clock;
+            within(clock, SERVE_FIRST_TIMEOUT, self.mint())
+                .await
+                .unwrap_or_else(|| {
+                    Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "the workspace did not answer within {:.1} s",
+                            SERVE_FIRST_TIMEOUT.as_secs_f32()
+                        ),
+                    ))
+                })
+        } else {
+            self.mint().await
+        };
+        let minted = match minted {
             Ok(c) => c,
             Err(e) => {
                 if let Some(fallback) = fallback.filter(|_| e.kind() == ErrorKind::Unavailable) {
@@ -383,6 +442,17 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 return Err(e);
             }
         };
+        self.outage.clear();
+        let after_rejection = self
+            .verify_next_mint
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if probing.is_some() || after_rejection {
+            // In memory only until a login with it succeeds ([`Lakebase::verified`]); the lease
+            // (this instance's) holds the others off meanwhile.
+            self.credential.remember(minted.clone());
+            *self.unverified_slot() = Some(minted.token.fingerprint());
+            return Ok((minted, CredentialSource::Minted));
+        }
         // The record first, then the lease: a waiter that sees the lease gone finds the record.
         let (kv, now) = (self.seams.kv(), self.seams.clock.now());
         self.credential
@@ -392,23 +462,103 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             .cache
             .delete(&kv, &self.seams.cache.keys.lease, "mint lease")
             .await;
-        self.outage.clear();
         Ok((minted, CredentialSource::Minted))
     }
 
-    /// When another instance holds a live mint lease: the `fallback` at once if there is one,
-    /// else its record once it is written (see [`Lakebase::wait_for_other_minter`]).
+    fn unverified_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.unverified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `c` is the credential minted after a rejection and not yet verified by a login.
+    fn is_unverified(&self, c: &Credential) -> bool {
+        self.unverified_slot()
+            .as_deref()
+            .is_some_and(|f| f == c.token.fingerprint())
+    }
+
+    /// A login with `c` succeeded (or nothing can verify it): when it was minted after a
+    /// rejection, it now goes to the store for every instance, and the lease that held them off
+    /// (with the rejection it carried) is dropped.
+    async fn verified(&self, c: &Credential) {
+        if !self.is_unverified(c) {
+            return;
+        }
+        *self.unverified_slot() = None;
+        let (cache, kv, now) = (&self.seams.cache, self.seams.kv(), self.seams.clock.now());
+        self.credential.keep(cache, &kv, c, now).await;
+        cache.delete(&kv, &cache.keys.lease, "mint lease").await;
+        self.rejection.forget_all(cache, &kv).await;
+    }
+
+    /// Takes in what another instance left in `lease`: its back-off (this instance then waits
+    /// for the same next try and doubles from it) and its rejection.
+    fn take_in(&self, lease: Option<&Lease>, now: DateTime<Utc>) -> Verdict {
+        let Some(lease) = lease else {
+            return Verdict::Go;
+        };
+        let until = DateTime::from_timestamp_millis(lease.until_ms).unwrap_or(now);
+        let live = lease.holder != self.instance_id && now < until;
+        let rejected = lease
+            .rejected
+            .as_ref()
+            .and_then(|r| Rejection::from_record(r.clone()));
+        if let Some(r) = rejected {
+            if r.is_fresh(now) {
+                self.rejection.remember(r.clone());
+            }
+            // Held, or past its hold while another instance tries once: the same error, with
+            // neither a login nor a mint. Past the hold with nobody trying: try once.
+            return if r.is_fresh(now) || live {
+                Verdict::Rejected(r)
+            } else {
+                Verdict::Probe(r)
+            };
+        }
+        if lease.backoff_ms > 0 {
+            self.outage
+                .adopt(until, Duration::from_millis(lease.backoff_ms));
+        }
+        if live && lease.backoff_ms > 0 {
+            Verdict::Wait
+        } else {
+            Verdict::Go
+        }
+    }
+
+    /// When another instance holds a live mint lease (`lease`, just read): the `fallback` at
+    /// once if there is one, else its record once it is written (see
+    /// [`Lakebase::wait_for_other_minter`]), or the rejection it records instead.
     async fn defer_to_other_minter(
         &self,
         fallback: Option<&(Credential, CredentialSource)>,
-    ) -> Option<(Credential, CredentialSource)> {
-        match fallback {
-            Some(f) => self.other_minter_holds_lease().await.then(|| f.clone()),
-            None => self
-                .wait_for_other_minter()
-                .await
-                .map(|c| (c, CredentialSource::Kv)),
+        lease: Option<Lease>,
+    ) -> Result<Option<(Credential, CredentialSource)>, Error> {
+        let lease = lease.filter(|l| self.is_live_elsewhere(l));
+        let Some(lease) = lease else {
+            return Ok(None);
+        };
+        if let Some(r) = lease
+            .rejected
+            .as_ref()
+            .and_then(|r| Rejection::from_record(r.clone()))
+        {
+            return Err(r.error());
         }
+        match fallback {
+            Some(f) => Ok(Some(f.clone())),
+            None => match self.wait_for_other_minter(lease).await {
+                Waited::Found(c) => Ok(Some((c, CredentialSource::Kv))),
+                Waited::Rejected(r) => Err(r.error()),
+                Waited::Nothing => Ok(None),
+            },
+        }
+    }
+
+    /// Whether `lease` is another instance's and still holds.
+    fn is_live_elsewhere(&self, lease: &Lease) -> bool {
+        let now = self.seams.clock.now();
+        lease.holder != self.instance_id
+            && DateTime::from_timestamp_millis(lease.until_ms).is_some_and(|u| now < u)
     }
 
     /// Forgets the credential whose token is `token`, in memory and in the key-value store,
@@ -457,26 +607,33 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 (c, source, self.seams.clock.now())
             }
         };
-        let failure = match self.open(connector, &credential, options, started).await {
-            Ok(connection) => {
-                return Ok(Connected {
-                    connection,
-                    credential,
-                    source,
-                });
-            }
-            Err((LoginFailure::Rejected, _)) => credential,
-            Err((failure, message)) => {
-                return Err(login_error(
-                    failure,
-                    message,
-                    &credential,
-                    self.ca_root_set(options),
-                ));
-            }
-        };
+        let (failure, first_message) =
+            match self.open(connector, &credential, options, started).await {
+                Ok(connection) => {
+                    self.verified(&credential).await;
+                    return Ok(Connected {
+                        connection,
+                        credential,
+                        source,
+                    });
+                }
+                Err((LoginFailure::Rejected, message)) => (credential, message),
+                Err((failure, message)) => {
+                    return Err(login_error(
+                        failure,
+                        message,
+                        &credential,
+                        self.ca_root_set(options),
+                    ));
+                }
+            };
         if let Some(r) = self.known_rejection(&failure).await {
             return Err(r.error());
+        }
+        // The one try after a hold (or a re-mint) rejected again: the role is still wrong.
+        if self.is_unverified(&failure) {
+            *self.unverified_slot() = None;
+            return Err(self.remember_rejection(&failure, first_message).await);
         }
         log::info(&format!(
             "the database rejected credential {} for role {}; minting a new one",
@@ -484,15 +641,24 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             failure.user
         ));
         self.invalidate(&failure.token).await;
-        let (fresh, source) = self.credential_for(options).await?;
+        self.verify_next_mint
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let got = self.credential_for(options).await;
+        self.verify_next_mint
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let (fresh, source) = got?;
         let started = self.seams.clock.now();
         match self.open(connector, &fresh, options, started).await {
-            Ok(connection) => Ok(Connected {
-                connection,
-                credential: fresh,
-                source,
-            }),
+            Ok(connection) => {
+                self.verified(&fresh).await;
+                Ok(Connected {
+                    connection,
+                    credential: fresh,
+                    source,
+                })
+            }
             Err((LoginFailure::Rejected, message)) => {
+                *self.unverified_slot() = None;
                 Err(self.remember_rejection(&fresh, message).await)
             }
             Err((failure, message)) => Err(login_error(
@@ -518,8 +684,10 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 
     /// Records that the database rejected `fresh`, minted just now; returns the error. The
-    /// credential stays in the store, so that other instances find the record when it is
-    /// rejected again, rather than minting.
+    /// rejection goes to the store twice: as its own record (the doubling of the hold, and
+    /// instances that hold that very token in memory), and in the lease that every instance
+    /// reads when it finds no credential (the credential's record is dropped): until the hold
+    /// ends they answer this error without a login or a mint.
     async fn remember_rejection(&self, fresh: &Credential, message: String) -> Error {
         let (cache, kv) = (&self.seams.cache, self.seams.kv());
         let now = self.seams.clock.now();
@@ -531,7 +699,31 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             r.until.to_rfc3339()
         ));
         self.rejection.keep(cache, &kv, &r, now).await;
+        self.invalidate(&fresh.token).await;
+        let hold = (r.until - now).to_std().unwrap_or_default();
+        self.write_lease(hold, Duration::ZERO, Some(r.to_record()))
+            .await;
         r.error()
+    }
+
+    /// Forgets a remembered rejection (the role was created, `pguser` fixed elsewhere): in this
+    /// instance's memory and in the store, so that the next request of any instance logs in
+    /// again instead of waiting for the hold to end. Returns whether one was held.
+    pub async fn clear_rejection(&self) -> bool {
+        let (cache, kv) = (&self.seams.cache, self.seams.kv());
+        let now = self.seams.clock.now();
+        let mut held = self.rejection.fresh_in_memory(now).is_some();
+        if let Some(lease) = cache.read_lease(&kv).await
+            && lease.rejected.is_some()
+        {
+            cache.delete(&kv, &cache.keys.lease, "mint lease").await;
+            held = true;
+        }
+        if self.rejection.stored(cache, &kv).await.is_some() {
+            held = true;
+        }
+        self.rejection.forget_all(cache, &kv).await;
+        held
     }
 
     /// Opens a connection without waiting for anything, for synchronous callers that cannot
@@ -760,48 +952,53 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         Ok(())
     }
 
-    /// If another instance holds a live mint lease, waits (polling) for its record until the
+    /// Another instance holds the live mint `lease`: waits (polling) for its record until the
     /// lease ends, for at most [`LEASE_TTL`] from now whatever the lease says. Stops waiting
-    /// when the lease is deleted (its holder failed). `None`: no such
-    /// lease, or it ended without a record.
-    async fn wait_for_other_minter(&self) -> Option<Credential> {
+    /// when the lease is deleted (its holder failed) or turns into a rejection (the holder's
+    /// login was rejected: its error, at once).
+    async fn wait_for_other_minter(&self, lease: Lease) -> Waited {
         let (clock, cache) = (&self.seams.clock, &self.seams.cache);
-        let lease = cache.read_lease(&self.seams.kv()).await?;
         let now = clock.now();
-        let until = DateTime::from_timestamp_millis(lease.until_ms)?
-            .min(now.checked_add_signed(LEASE_TTL)?);
-        if lease.holder == self.instance_id || now >= until {
-            return None;
-        }
+        let Some(until) = DateTime::from_timestamp_millis(lease.until_ms)
+            .and_then(|u| Some(u.min(now.checked_add_signed(LEASE_TTL)?)))
+        else {
+            return Waited::Nothing;
+        };
         while clock.now() < until {
             clock.sleep(LEASE_POLL).await;
             if let Some(c) = self.fresh_from_kv().await {
-                return Some(c);
+                return Waited::Found(c);
             }
-            // Gone: the holder finished (its record was written first) or gave up. Look once
-            // more, then decide afresh instead of waiting out the lease.
-            if cache.read_lease(&self.seams.kv()).await.is_none() {
-                return self.fresh_from_kv().await;
+            match cache.read_lease(&self.seams.kv()).await {
+                // Gone: the holder finished (its record was written first) or gave up. Look
+                // once more, then decide afresh instead of waiting out the lease.
+                None => {
+                    return match self.fresh_from_kv().await {
+                        Some(c) => Waited::Found(c),
+                        None => Waited::Nothing,
+                    };
+                }
+                Some(l) => {
+                    if let Some(r) = l.rejected.and_then(Rejection::from_record)
+                        && r.is_fresh(clock.now())
+                    {
+                        self.rejection.remember(r.clone());
+                        return Waited::Rejected(r);
+                    }
+                }
             }
         }
-        None
+        Waited::Nothing
     }
 
-    /// Whether another instance holds a live mint lease.
-    async fn other_minter_holds_lease(&self) -> bool {
-        let now = self.seams.clock.now();
-        self.seams
-            .cache
-            .read_lease(&self.seams.kv())
-            .await
-            .is_some_and(|lease| {
-                lease.holder != self.instance_id
-                    && DateTime::from_timestamp_millis(lease.until_ms).is_some_and(|u| now < u)
-            })
-    }
-
-    /// Writes this instance's lease, holding off other instances' mints for `hold`.
-    async fn write_lease_for(&self, hold: Duration) {
+    /// Writes this instance's lease, holding off other instances' mints for `hold`, with the
+    /// back-off and the rejection that must outlive this request.
+    async fn write_lease(
+        &self,
+        hold: Duration,
+        backoff: Duration,
+        rejected: Option<crate::rejection::RejectionRecord>,
+    ) {
         let Some(until) = TimeDelta::from_std(hold)
             .ok()
             .and_then(|h| self.seams.clock.now().checked_add_signed(h))
@@ -811,6 +1008,8 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let lease = Lease {
             holder: self.instance_id.clone(),
             until_ms: until.timestamp_millis(),
+            backoff_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            rejected,
         };
         self.seams.cache.write_lease(&self.seams.kv(), &lease).await;
     }
@@ -847,8 +1046,27 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 }
 
+/// What the lease that another instance left means for a load.
+enum Verdict {
+    /// Nothing stops this instance from trying.
+    Go,
+    /// A refresh is backing off: serve what there is, do not try.
+    Wait,
+    /// The role is rejected: answer this, without a login or a mint.
+    Rejected(Rejection),
+    /// A rejection's hold is over and nobody tries: this instance tries once.
+    Probe(Rejection),
+}
+
+/// How waiting for another instance's mint ended.
+enum Waited {
+    Found(Credential),
+    Rejected(Rejection),
+    Nothing,
+}
+
 /// What a load must find in the store to stop there.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Goal {
     /// A credential that may be served now.
     Fresh,

@@ -55,6 +55,28 @@ impl Outage {
         wait
     }
 
+    /// Takes in the back-off another instance recorded in the store (its next try and its last
+    /// wait), when it is further along than this instance's own: the next failure here doubles
+    /// from it, and no attempt starts before its next try.
+    pub fn adopt(&self, next_try: DateTime<Utc>, delay: Duration) {
+        if delay.is_zero() {
+            return;
+        }
+        let mut state = self.state();
+        if state.is_none_or(|b| b.delay < delay || b.next_try < next_try) {
+            let mine = state.map_or(Duration::ZERO, |b| b.delay);
+            *state = Some(Backoff {
+                next_try: state.map_or(next_try, |b| b.next_try.max(next_try)),
+                delay: mine.max(delay),
+            });
+        }
+    }
+
+    /// The wait of the last failure (zero when none).
+    pub fn delay(&self) -> Duration {
+        self.state().map_or(Duration::ZERO, |b| b.delay)
+    }
+
     /// A refresh succeeded: the next failure starts the back-off afresh.
     pub fn clear(&self) {
         *self.state() = None;
@@ -81,6 +103,20 @@ mod tests {
         o.clear();
         assert!(!o.waiting(t(0)));
         assert_eq!(o.failed(t(0), far), FIRST_RETRY, "afresh after a success");
+    }
+
+    #[test]
+    fn a_back_off_read_from_the_store_is_doubled_from() {
+        let o = Outage::default();
+        o.adopt(t(10), Duration::from_secs(8));
+        assert!(o.waiting(t(9)) && !o.waiting(t(10)));
+        assert_eq!(o.failed(t(10), t(3600)), Duration::from_secs(16));
+        // An older, shorter one changes nothing.
+        o.adopt(t(0), Duration::from_secs(2));
+        assert_eq!(o.delay(), Duration::from_secs(16));
+        assert!(o.waiting(t(25)));
+        o.adopt(t(0), Duration::ZERO);
+        assert_eq!(o.delay(), Duration::from_secs(16));
     }
 
     #[test]

@@ -82,8 +82,8 @@ impl Expiring for Rejection {
     }
 }
 
-/// The key-value form of a rejection.
-#[derive(Serialize, Deserialize)]
+/// The key-value form of a rejection (also carried in the mint lease, `cache.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RejectionRecord {
     v: u32,
     token: String,

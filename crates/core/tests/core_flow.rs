@@ -1354,11 +1354,18 @@ fn a_workspace_outage_past_the_reuse_limit_serves_the_credential_until_near_its_
     // Down from 12:44, past the reuse limit (12:45), until 12:56.
     workspace_down(&w, 1000);
     advance_to(&w, "12:45:01");
+    let before = w.clock.get();
     let served = block_on(a.connect(&w.pg)).unwrap();
     assert_eq!(served.credential.token, first.credential.token);
     assert_eq!(served.source, CredentialSource::Memory);
+    // Serve first: the request that tries waits at most a second on the workspace.
+    let waited = w.clock.get() - before;
+    assert!(waited <= TimeDelta::milliseconds(1200), "waited {waited}");
     let tried = w.ws.mints();
-    assert_eq!(tried, 1 + 4, "one refresh, with its retries");
+    assert!(
+        (2..=3).contains(&tried),
+        "one short refresh attempt: {tried}"
+    );
     // Backing off: the next requests serve it without trying, in this instance and in a cold one
     // (which finds the record and the lease that holds until the next try).
     for _ in 0..5 {
@@ -1375,10 +1382,10 @@ fn a_workspace_outage_past_the_reuse_limit_serves_the_credential_until_near_its_
         assert_eq!(c.credential.token, first.credential.token);
         w.clock.advance(TimeDelta::seconds(1));
     }
-    let attempts = (w.ws.mints() - 1) / 4;
+    let attempts = w.ws.mints() - 1;
     assert!(
-        (5..=20).contains(&attempts),
-        "backed off, not per request: {attempts} refreshes in 11 minutes"
+        (5..=40).contains(&attempts),
+        "backed off, not per request: {attempts} credential calls in 11 minutes"
     );
     // Back at 12:56: the next try mints a new credential.
     w.ws.scripts_clear(AUTOSCALING_ROUTE);
@@ -1539,17 +1546,141 @@ fn a_wrong_role_is_remembered_instead_of_minting_per_request() {
     assert_eq!(ok.credential.user, "no_such_role");
 }
 
+fn rejected_logins(w: &World) -> usize {
+    w.pg.logins.borrow().iter().filter(|(_, ok)| !ok).count()
+}
+
 #[test]
-fn a_wrong_role_under_load_mints_a_bounded_number_of_times() {
-    // 50 requests a second for 60 s, each in a new instance (the worst case: Spin's WASIp2).
+fn a_wrong_role_under_load_mints_and_logs_in_a_bounded_number_of_times() {
+    // 50 requests a second for 60 s, each in a new instance (the worst case: Spin's WASIp2,
+    // wasmCloud, wasmtime serve): the hold lives in the store, read before any login.
     let w = wrong_role();
     for _ in 0..3000 {
         let e = block_on(w.instance().connect(&w.pg)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Database);
+        assert_eq!(e.sqlstate(), Some("28P01"));
         assert!(e.message().contains("`no_such_role`"), "{e}");
         w.clock.advance(TimeDelta::milliseconds(20));
     }
-    assert!(w.ws.mints() <= 10, "{} mints", w.ws.mints());
+    let (mints, rejected) = (w.ws.mints(), rejected_logins(&w));
+    println!(
+        "wrong role, 3,000 fresh instances in 60 s: {mints} mints, {rejected} rejected logins"
+    );
+    assert!(mints <= 10, "{mints} mints");
+    assert!(rejected <= 20, "{rejected} rejected logins");
+    // The role is created: once the hold ends, the next request (a fresh instance) succeeds.
+    w.pg.reject_all.set(false);
+    w.clock.advance(TimeDelta::minutes(5));
+    let ok = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(ok.credential.user, "no_such_role");
+    // And what it logged in with is the record every instance uses from now on.
+    let next = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(next.source, CredentialSource::Kv);
+    assert_eq!(next.credential.token, ok.credential.token);
+}
+
+#[test]
+fn a_wrong_role_hit_by_concurrent_fresh_instances_costs_a_few_logins() {
+    // 16 requests at once, each its own new instance on the same store, then 16 more.
+    let w = wrong_role();
+    let instances: Vec<Client> = (0..16).map(|_| w.instance()).collect();
+    let results = run_like_spin(instances.iter().map(|i| task(i.connect(&w.pg))).collect());
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        assert!(e.message().contains("`no_such_role`"), "{e}");
+    }
+    let first = rejected_logins(&w);
+    let instances: Vec<Client> = (0..16).map(|_| w.instance()).collect();
+    let results = run_like_spin(instances.iter().map(|i| task(i.connect(&w.pg))).collect());
+    assert!(results.iter().all(|r| r.is_err()));
+    println!(
+        "wrong role, 2 × 16 concurrent fresh instances: {} mints, {first} then {} rejected logins",
+        w.ws.mints(),
+        rejected_logins(&w)
+    );
+    assert_eq!(
+        rejected_logins(&w),
+        first,
+        "the second burst logs in no more"
+    );
+    assert!(w.ws.mints() <= 4, "{} mints", w.ws.mints());
+}
+
+#[test]
+fn a_rejection_hold_can_be_cleared() {
+    let w = wrong_role();
+    block_on(w.instance().connect(&w.pg)).unwrap_err();
+    w.pg.reject_all.set(false);
+    // Held: the next request does not even try…
+    let logins = w.pg.logins.borrow().len();
+    block_on(w.instance().connect(&w.pg)).unwrap_err();
+    assert_eq!(w.pg.logins.borrow().len(), logins);
+    // …until the hold is cleared (the operator created the role), in any instance.
+    assert!(block_on(w.instance().clear_rejection()));
+    assert!(
+        !block_on(w.instance().clear_rejection()),
+        "nothing held any more"
+    );
+    let ok = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(ok.credential.user, "no_such_role");
+}
+
+#[test]
+fn an_outage_on_fresh_instances_serves_at_once_and_backs_off_across_them() {
+    // Every request a new instance, 5 a second; the workspace answers 503 from 60 % of the
+    // credential's life (12:36) to 92 % (12:55:12), across its reuse limit (12:45).
+    let w = World::m2m();
+    let first = block_on(w.instance().connect(&w.pg)).unwrap().credential;
+    advance_to(&w, "12:36:00");
+    workspace_down(&w, 100_000);
+    let calls_before = w.ws.mints();
+    let mut waits = vec![];
+    while w.clock.get() < at("12:55:12") {
+        let before = w.clock.get();
+        let c = block_on(w.instance().connect(&w.pg)).unwrap();
+        assert_eq!(c.credential.token, first.token);
+        waits.push((w.clock.get() - before).num_milliseconds());
+        w.clock.advance(TimeDelta::milliseconds(200));
+    }
+    let calls = w.ws.mints() - calls_before;
+    waits.sort_unstable();
+    let p95 = waits[waits.len() * 95 / 100];
+    let slowest = *waits.last().unwrap();
+    println!(
+        "outage 12:36-12:55:12 over {} fresh instances: {calls} credential calls, p95 wait {p95} ms, slowest {slowest} ms",
+        waits.len()
+    );
+    // No request waits more than the short attempt; the back-off (1, 2, 4, … 60 s, shared
+    // through the store) allows about 16 attempts in the 10 minutes past the reuse limit.
+    assert!(slowest <= 1300, "slowest {slowest} ms");
+    assert_eq!(p95, 0, "nearly every request is served at once");
+    assert!(calls <= 2 * 16, "{calls} credential calls");
+    // The workspace is back: a fresh instance mints at the next try, and the others take it.
+    w.ws.scripts_clear(AUTOSCALING_ROUTE);
+    w.clock.advance(TimeDelta::seconds(61));
+    let fresh = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(fresh.source, CredentialSource::Minted);
+    let next = block_on(w.instance().connect(&w.pg)).unwrap();
+    assert_eq!(next.credential.token, fresh.credential.token);
+    assert_eq!(next.source, CredentialSource::Kv);
+}
+
+#[test]
+fn a_hung_workspace_past_the_reuse_limit_holds_no_request_long() {
+    let w = World::m2m();
+    let a = w.instance();
+    let first = block_on(a.connect(&w.pg)).unwrap().credential;
+    advance_to(&w, "12:45:01");
+    for _ in 0..100 {
+        w.ws.script(AUTOSCALING_ROUTE, Scripted::Hang);
+    }
+    for instance in [a, w.instance(), w.instance()] {
+        let before = w.clock.get();
+        let c = block_on(instance.connect(&w.pg)).unwrap();
+        assert_eq!(c.credential.token, first.token);
+        let waited = w.clock.get() - before;
+        assert!(waited <= TimeDelta::milliseconds(1300), "waited {waited}");
+    }
 }
 
 #[test]

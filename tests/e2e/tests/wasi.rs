@@ -469,17 +469,18 @@ async fn a_kept_connection_follows_its_credential_on_wasmtime_serve() {
     assert_eq!(call("/health")["credential"]["source"], "memory");
     assert_eq!(logins(), 1, "{:?}", up.emu.counts());
 
-    // Past the reuse limit, the workspace fails every attempt of the refresh: the kept
-    // connection serves on with its credential (the token is still valid), no new login.
+    // Past the reuse limit, the workspace fails the refresh (and asks for a retry in 5 s, past
+    // the 1 s a request with a credential in hand waits): the kept connection serves on with
+    // its credential (the token is still valid), no new login.
     std::thread::sleep(Duration::from_secs(reuse + 2).saturating_sub(started.elapsed()));
     up.emu.fault(Fault {
         route: CREDENTIAL_ROUTE.to_owned(),
-        count: 4,
+        count: 1,
         kind: FaultKind::Status {
             status: 503,
             error_code: "TEMPORARILY_UNAVAILABLE".to_owned(),
             message: "down for a moment".to_owned(),
-            retry_after: None,
+            retry_after: Some(5),
         },
     });
     let during = call("/health");

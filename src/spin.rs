@@ -170,7 +170,10 @@ pub async fn lakebase() -> Result<&'static SpinLakebase, Error> {
         Some(lb) => lb,
         None => {
             let config = Config::load(&SpinVars).await?;
-            let lb = Lakebase::new(config, SpinHttp, SpinKv::default(), SystemClock);
+            // Spin 4.1 keeps a WASIp3 instance until its spawned tasks end: the refresh below
+            // runs after the response, past the reuse limit too.
+            let lb = Lakebase::new(config, SpinHttp, SpinKv::default(), SystemClock)
+                .with_refresh_after_response();
             INSTANCE.get_or_init(|| lb)
         }
     };

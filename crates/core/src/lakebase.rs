@@ -69,6 +69,9 @@ pub struct Lakebase<H, K, C> {
     unverified: std::sync::Mutex<Option<String>>,
     /// Set while a login was just rejected: the next mint of this instance is unverified.
     verify_next_mint: std::sync::atomic::AtomicBool,
+    /// The host runs [`Lakebase::refresh`] after the response when [`Lakebase::refresh_due`]
+    /// says so (Spin 4.1's WASIp3): a request past the reuse limit is then served at once.
+    refresh_after_response: bool,
 }
 
 impl<H, K, C: Clock> std::fmt::Debug for Lakebase<H, K, C> {
@@ -151,7 +154,18 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             opens: OpenWatch::default(),
             unverified: Default::default(),
             verify_next_mint: Default::default(),
+            refresh_after_response: false,
         }
+    }
+
+    /// Says that the adapter calls [`Lakebase::refresh`] after the response whenever
+    /// [`Lakebase::refresh_due`] is true (a host that lets a request work on after answering,
+    /// such as Spin 4.1's WASIp3 handlers). Then a request that finds the credential past its
+    /// reuse limit but still accepted by the server is served it at once, and the refresh,
+    /// with its back-off, happens after the response instead of before it.
+    pub fn with_refresh_after_response(mut self) -> Self {
+        self.refresh_after_response = true;
+        self
     }
 
     /// Replaces the retry policy of the Databricks API and of Postgres connects.
@@ -201,7 +215,9 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 .in_memory()
                 .filter(|c| now < c.serve_until());
             if let Some(c) = &fallback
-                && (self.flight.is_busy() || self.outage.waiting(now))
+                && (self.flight.is_busy()
+                    || self.outage.waiting(now)
+                    || self.refresh_after_response)
             {
                 return Ok((c.clone(), CredentialSource::Memory));
             }
@@ -234,14 +250,16 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     }
 
     /// Whether the credential in this instance's memory is in the last part of its reuse window
-    /// ([`Credential::refresh_from`]) and nothing is refreshing it yet. A host that lets a request
-    /// work on after its response (Spin 4.1's WASIp3 handlers) then runs [`Lakebase::refresh`]
-    /// there, so that no request waits for the rotation's mint. Reads memory only.
+    /// ([`Credential::refresh_from`]), or past it but still accepted by the server
+    /// ([`Credential::serve_until`]: its refresh failed), and nothing is refreshing it and no
+    /// back-off holds. A host that lets a request work on after its response (Spin 4.1's WASIp3
+    /// handlers) then runs [`Lakebase::refresh`] there, so that no request waits for the
+    /// rotation's mint. Reads memory only.
     pub fn refresh_due(&self) -> bool {
         let now = self.seams.clock.now();
         // Nearly always false on the first test: the credential is not due.
         self.credential
-            .in_memory_is(|c| now >= c.refresh_from() && c.is_fresh(now))
+            .in_memory_is(|c| now >= c.refresh_from() && now < c.serve_until())
             && !self.flight.is_busy()
             && !self.outage.waiting(now)
     }
@@ -258,13 +276,19 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let Some(held) = self
             .credential
             .in_memory()
-            .filter(|c| c.is_fresh(now) && now >= c.refresh_from())
+            .filter(|c| now >= c.refresh_from() && now < c.serve_until())
         else {
             return;
         };
         let serve_until = held.serve_until();
+        // Ahead of the reuse limit a record that is not due yet will do; past it, any fresh one.
+        let goal = if held.is_fresh(now) {
+            Goal::Ahead
+        } else {
+            Goal::Fresh
+        };
         let result = self
-            .load_or_fall_back(Some((held, CredentialSource::Memory)), Goal::Ahead)
+            .load_or_fall_back(Some((held, CredentialSource::Memory)), goal)
             .await;
         if let Err(e) = result {
             // Not tried again on every request meanwhile, whatever the failure.

@@ -1478,6 +1478,39 @@ fn refresh_ahead_replaces_the_credential_before_its_reuse_limit() {
 }
 
 #[test]
+fn past_the_reuse_limit_a_host_that_refreshes_after_the_response_serves_at_once() {
+    let w = World::m2m();
+    let a = w.instance().with_refresh_after_response();
+    let first = block_on(a.credential()).unwrap().credential;
+    workspace_down(&w, 1000);
+    advance_to(&w, "12:45:01");
+    assert!(a.refresh_due(), "past the reuse limit, still accepted");
+    // The request is answered without a single call to the workspace…
+    let before = w.clock.get();
+    let got = block_on(a.credential()).unwrap();
+    assert_eq!(
+        (got.credential.token, got.source),
+        (first.token.clone(), CredentialSource::Memory)
+    );
+    assert_eq!(w.clock.get(), before, "no wait at all");
+    assert_eq!(w.ws.mints(), 1);
+    // …and the refresh after it fails, backs off, and keeps the credential.
+    block_on(a.refresh());
+    assert!(w.ws.mints() > 1);
+    assert!(!a.refresh_due(), "backing off");
+    w.ws.scripts_clear(AUTOSCALING_ROUTE);
+    w.clock.advance(TimeDelta::seconds(2));
+    assert!(a.refresh_due());
+    block_on(a.refresh());
+    let now = block_on(a.credential()).unwrap();
+    assert_ne!(
+        now.credential.token, first.token,
+        "renewed after the response"
+    );
+    assert!(!a.refresh_due());
+}
+
+#[test]
 fn a_failed_refresh_ahead_keeps_the_credential_and_backs_off() {
     let w = World::m2m();
     let a = w.instance();

@@ -5,7 +5,7 @@
 //!   until shortly before the server's expiry), and one past the expiry answers `unavailable`;
 //! - on a host that lets a request work after its response (the devhost, as Spin 4.1), only the
 //!   cold start waits for a mint: rotations are refreshed ahead;
-//! - a wrong `pguser` under load mints a bounded number of times.
+//! - a wrong `pguser` under load mints and fails logins a bounded number of times.
 //!
 //! The bounded number of database sessions across rotations is `rotations.rs`.
 
@@ -49,17 +49,22 @@ async fn a_workspace_outage_from_minute_44_to_56_fails_no_request() {
     workspace_down(&s);
     let mut offset = minutes(44);
     let mut answered = 0;
+    let mut slowest = Duration::ZERO;
     while offset < minutes(56) {
         s.host.set_clock_offset(offset);
+        let asked = Instant::now();
         let (status, h) = s.get("/health").await;
+        slowest = slowest.max(asked.elapsed());
         assert_eq!(status, 200, "at {} s: {h}", offset.as_secs());
         assert_eq!(h["credential"]["source"], "kv", "{h}");
         answered += 1;
         offset += Duration::from_secs(20);
     }
     let attempts = s.mints() - 1;
+    // Printed, not asserted (a shared machine): each attempt is cut after 1 s.
     println!(
-        "outage 44-56 min: {answered} requests answered, {attempts} failed credential calls (4 per refresh)"
+        "outage 44-56 min: {answered} requests answered, {attempts} failed credential calls, slowest request {} ms",
+        slowest.as_millis()
     );
     assert!(attempts >= 4, "the refresh was tried");
     assert!(
@@ -156,11 +161,15 @@ async fn a_wrong_role_at_50_requests_a_second_for_60_s_mints_at_most_10_times() 
         let due = started + Duration::from_millis(20) * n;
         tokio::time::sleep_until(due.into()).await;
     }
+    let rejected = s.emu.count(lakebase_emulator::LOGINS_REJECTED);
     println!(
-        "wrong role: {n} requests in 60 s ({statuses:?}), {} mints",
+        "wrong role: {n} requests in 60 s ({statuses:?}), {} mints, {rejected} rejected logins",
         s.mints()
     );
     assert!(n >= 1000, "only {n} requests");
     assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), vec![502]);
     assert!(s.mints() <= 10, "{} mints", s.mints());
+    // The hold is in the store and read before any login: the database sees a few failed
+    // password logins, not two per request.
+    assert!(rejected <= 20, "{rejected} rejected logins");
 }

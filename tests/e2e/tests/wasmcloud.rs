@@ -539,6 +539,53 @@ async fn errors(tier: &Tier) {
     up.assert_no_secret(&text, &host.logs());
 }
 
+/// A `pguser` the database does not know, on a host that builds a fresh instance per request
+/// (`wash host` for `wasi:http@0.2`): the rejection is held in the store and read before any
+/// login, so that 100 requests cost a few rejected logins and mints, not two logins each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_role_is_held_in_the_store_across_fresh_instances() {
+    for tier in Tier::all("the wrong role on NATS") {
+        wrong_role(&tier).await;
+    }
+}
+
+async fn wrong_role(tier: &Tier) {
+    let _timer = Timer::start("wrong role", tier);
+    let Some(nats) = nats("the wrong role on NATS") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
+    let mut config = tier.config(&config);
+    config.insert("pguser".to_owned(), "no_such_role".to_owned());
+    let name = tier.name();
+    let host = tier
+        .serve(
+            &notes_wasi_wasm(),
+            &config,
+            &nats.url(),
+            "wasmcloud-wrong-role",
+        )
+        .expect("a NATS host");
+    for _ in 0..100 {
+        let (status, text) = host.request("GET", "/health", "").unwrap();
+        let body = json(&text);
+        assert_eq!(
+            (status, &body["error"]["kind"]),
+            (502, &"database".into()),
+            "{name}: {text}\n{}",
+            host.logs()
+        );
+        assert!(text.contains("`no_such_role`"), "{name}: {text}");
+    }
+    let rejected = up.emu.count(lakebase_emulator::LOGINS_REJECTED);
+    println!(
+        "wrong role on the {name}: 100 requests, {} mints, {rejected} rejected logins",
+        up.mints()
+    );
+    assert!(up.mints() <= 10, "{name}: {} mints", up.mints());
+    assert!(rejected <= 20, "{name}: {rejected} rejected logins");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_on_one_store_mint_once() {
     for tier in Tier::all("two hosts on one store") {

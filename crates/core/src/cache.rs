@@ -262,6 +262,16 @@ pub(crate) struct Lease {
     pub rejected: Option<crate::rejection::RejectionRecord>,
 }
 
+impl Lease {
+    /// The rejection this lease carries, if any (a record of another version is none).
+    pub fn rejection(&self) -> Option<crate::rejection::Rejection> {
+        use crate::tier::Cached as _;
+        self.rejected
+            .clone()
+            .and_then(crate::rejection::Rejection::from_record)
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

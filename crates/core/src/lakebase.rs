@@ -313,15 +313,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let clock = &self.seams.clock;
         let result = within(clock, LOAD_TIMEOUT, self.load(fallback.clone(), goal))
             .await
-            .unwrap_or_else(|| {
-                Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "gave up obtaining a credential after {} s: the workspace or the key-value store did not answer in time",
-                        LOAD_TIMEOUT.as_secs()
-                    ),
-                ))
-            });
+            .unwrap_or_else(|| Err(load_timed_out()));
         match (result, fallback) {
             (Ok(loaded), _) => Ok(loaded),
             (Err(e), Some(fallback)) if e.kind() == ErrorKind::Unavailable => {
@@ -332,7 +324,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     Err(_) if past && goal == Goal::Fresh => {
                         within(clock, LOAD_TIMEOUT, self.load(None, goal))
                             .await
-                            .unwrap_or_else(|| Err(Error::new(ErrorKind::Unavailable, format!("gave up obtaining a credential after {} s: the workspace or the key-value store did not answer in time", LOAD_TIMEOUT.as_secs()))))
+                            .unwrap_or_else(|| Err(load_timed_out()))
                     }
                     served => served,
                 }
@@ -522,11 +514,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         };
         let until = DateTime::from_timestamp_millis(lease.until_ms).unwrap_or(now);
         let live = lease.holder != self.instance_id && now < until;
-        let rejected = lease
-            .rejected
-            .as_ref()
-            .and_then(|r| Rejection::from_record(r.clone()));
-        if let Some(r) = rejected {
+        if let Some(r) = lease.rejection() {
             if r.is_fresh(now) {
                 self.rejection.remember(r.clone());
             }
@@ -561,11 +549,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let Some(lease) = lease else {
             return Ok(None);
         };
-        if let Some(r) = lease
-            .rejected
-            .as_ref()
-            .and_then(|r| Rejection::from_record(r.clone()))
-        {
+        if let Some(r) = lease.rejection() {
             return Err(r.error());
         }
         match fallback {
@@ -1003,7 +987,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     };
                 }
                 Some(l) => {
-                    if let Some(r) = l.rejected.and_then(Rejection::from_record)
+                    if let Some(r) = l.rejection()
                         && r.is_fresh(clock.now())
                     {
                         self.rejection.remember(r.clone());
@@ -1068,6 +1052,17 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             expires_at: minted.expires_at,
         })
     }
+}
+
+/// A whole load ran past [`LOAD_TIMEOUT`].
+fn load_timed_out() -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "gave up obtaining a credential after {} s: the workspace or the key-value store did not answer in time",
+            LOAD_TIMEOUT.as_secs()
+        ),
+    )
 }
 
 /// What the lease that another instance left means for a load.

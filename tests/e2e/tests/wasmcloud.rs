@@ -566,8 +566,10 @@ async fn wrong_role(tier: &Tier) {
             "wasmcloud-wrong-role",
         )
         .expect("a NATS host");
+    let mut answers = String::new();
     for _ in 0..100 {
         let (status, text) = host.request("GET", "/health", "").unwrap();
+        answers.push_str(&text);
         let body = json(&text);
         assert_eq!(
             (status, &body["error"]["kind"]),
@@ -584,6 +586,9 @@ async fn wrong_role(tier: &Tier) {
     );
     assert!(up.mints() <= 10, "{name}: {} mints", up.mints());
     assert!(rejected <= 20, "{name}: {rejected} rejected logins");
+    let mut logs = host.logs();
+    logs.push_str(&up.emu.log_lines().join("\n"));
+    up.assert_no_secret(&answers, &logs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -426,10 +426,12 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             self.outage.clear();
             return Ok((c, CredentialSource::Kv));
         }
-        // A request that has a credential to serve waits at most a second on the workspace; a
-        // refresh ahead (after the response, nobody waiting) and a cold start wait longer.
+        // A request that has a credential to serve waits at most a second on the workspace and
+        // calls it once; a refresh ahead (after the response, nobody waiting) and a cold start wait longer.
         let minted = if fallback.is_some() && goal == Goal::Fresh {
             let clock = &self.seams.clock;
+            // One try of each call: the back-off, not the retry policy, says when the next is.
+            let _once = self.seams.one_attempt();
             within(clock, SERVE_FIRST_TIMEOUT, self.mint())
                 .await
                 .unwrap_or_else(|| {

@@ -327,7 +327,7 @@ impl WorkspaceClient {
                 }
             }
         };
-        retry::run(&seams.clock, &seams.retry, attempt)
+        retry::run(&seams.clock, &seams.workspace_retry(), attempt)
             .await
             .map_err(|stop| match stop {
                 Stop::Fatal(e) => e,

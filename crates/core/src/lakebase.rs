@@ -230,7 +230,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                     return Ok((c, CredentialSource::Memory));
                 }
                 let fallback = fallback.map(|c| (c, CredentialSource::Memory));
-                let result = self.load_or_fall_back(fallback, Goal::Fresh).await;
+                let result = self.load_or_fall_back(fallback, Goal::Serve).await;
                 ticket.finish(&result);
                 return result;
             }
@@ -321,7 +321,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
                 match self.serve_through(e, fallback).await {
                     // The credential in hand ran out during the short attempt: one full
                     // attempt, whose error (if any) says why the workspace failed.
-                    Err(_) if past && goal == Goal::Fresh => {
+                    Err(_) if past && goal != Goal::Ahead => {
                         within(clock, LOAD_TIMEOUT, self.load(None, goal))
                             .await
                             .unwrap_or_else(|| Err(load_timed_out()))
@@ -390,6 +390,12 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let (probing, lease) = match (self.take_in(lease.as_ref(), now), fallback.clone()) {
             // Backing off: served at once, no attempt, whichever instance this is.
             (Verdict::Wait, Some(fallback)) => return Ok(fallback),
+            // The adapter refreshes after the response ([`Lakebase::refresh_due`] reads memory):
+            // the request is served at once, the workspace is tried after it has its answer.
+            (Verdict::Go, Some(fallback)) if goal == Goal::Serve && self.refresh_after_response => {
+                self.credential.remember(fallback.0.clone());
+                return Ok(fallback);
+            }
             // Nothing to serve: waiting on a back-off brings no record; try.
             (Verdict::Wait, None) => (None, None),
             (Verdict::Go, _) => (None, lease),
@@ -426,12 +432,12 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             self.outage.clear();
             return Ok((c, CredentialSource::Kv));
         }
-        // A request that has a credential to serve waits at most a second on the workspace and
-        // calls it once; a refresh ahead (after the response, nobody waiting) and a cold start wait longer.
-        let minted = if fallback.is_some() && goal == Goal::Fresh {
+        // With a credential in hand the back-off, not the retry policy, says when the workspace
+        // is tried again: one try of each call. A request waiting to serve it waits at most a
+        // second; a refresh ahead (after the response, nobody waiting) and a cold start longer.
+        let once = fallback.is_some().then(|| self.seams.one_attempt());
+        let minted = if fallback.is_some() && goal != Goal::Ahead {
             let clock = &self.seams.clock;
-            // One try of each call: the back-off, not the retry policy, says when the next is.
-            let _once = self.seams.one_attempt();
             within(clock, SERVE_FIRST_TIMEOUT, self.mint())
                 .await
                 .unwrap_or_else(|| {
@@ -446,6 +452,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         } else {
             self.mint().await
         };
+        drop(once);
         let minted = match minted {
             Ok(c) => c,
             Err(e) => {
@@ -1089,7 +1096,9 @@ enum Waited {
 /// What a load must find in the store to stop there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Goal {
-    /// A credential that may be served now.
+    /// A credential that may be served now, for a request.
+    Serve,
+    /// A credential that may be served now, for a refresh (after a response).
     Fresh,
     /// One that is not due for a refresh ahead yet.
     Ahead,
@@ -1098,7 +1107,7 @@ enum Goal {
 impl Goal {
     fn met_by(self, c: &Credential, now: DateTime<Utc>) -> bool {
         match self {
-            Goal::Fresh => c.is_fresh(now),
+            Goal::Serve | Goal::Fresh => c.is_fresh(now),
             Goal::Ahead => c.is_fresh(now) && now < c.refresh_from(),
         }
     }

@@ -64,7 +64,8 @@ pub fn to_log(level: Level, message: &str) {
     log::log!(target: "lakebase", level, "{message}");
 }
 
-pub(crate) fn warn(message: &str) {
+/// Something went wrong and was handled; also for the adapters' own warnings.
+pub fn warn(message: &str) {
     emit(Level::Warn, message);
 }
 

@@ -1673,6 +1673,63 @@ fn backoff_periods(span: f64, left: f64) -> usize {
 }
 
 #[test]
+fn fresh_instances_that_refresh_after_the_response_never_make_a_request_wait() {
+    // Every request a new instance whose adapter refreshes after the response (a WASIp2
+    // handler that answers, then goes on: Spin 3.4-4.0, wash, wasmtime serve). Rotations are
+    // minted after responses; through an outage from 12:36 to 12:55:12 no request calls the
+    // workspace, and after them at most one call per back-off period.
+    let w = World::m2m();
+    let fresh = || w.instance().with_refresh_after_response();
+    let request = || {
+        let lb = fresh();
+        let before = w.clock.get();
+        let c = block_on(lb.connect(&w.pg)).unwrap();
+        let waited = (w.clock.get() - before).num_milliseconds();
+        if lb.refresh_due() {
+            block_on(lb.refresh());
+        }
+        (c, waited)
+    };
+    let (first, _) = request();
+    assert_eq!(
+        first.source,
+        CredentialSource::Minted,
+        "the cold start mints"
+    );
+    // A rotation: the instance after 12:40:30 mints after its response, the next takes it.
+    advance_to(&w, "12:41:00");
+    let (c, waited) = request();
+    assert_eq!((&c.credential.token, waited), (&first.credential.token, 0));
+    assert_eq!(w.ws.mints(), 2, "refreshed ahead, after the response");
+    let (c, _) = request();
+    assert_eq!(c.source, CredentialSource::Kv);
+    assert_ne!(c.credential.token, first.credential.token);
+    let held = c.credential;
+    // An outage across this credential's reuse limit.
+    w.clock
+        .advance(held.minted_at + TimeDelta::seconds(36 * 60) - w.clock.get());
+    workspace_down(&w, 100_000);
+    let calls_before = w.ws.mints();
+    let mut slowest = 0;
+    let end = held.minted_at + TimeDelta::milliseconds(3_312_000);
+    while w.clock.get() < end {
+        let (c, waited) = request();
+        assert_eq!(c.credential.token, held.token);
+        slowest = slowest.max(waited);
+        w.clock.advance(TimeDelta::milliseconds(200));
+    }
+    let calls = w.ws.mints() - calls_before;
+    // At most one per period from the outage's start (36:00) to its end (55:12), served
+    // until 58:00.
+    let periods = backoff_periods(1_152.0, 1_320.0);
+    println!(
+        "outage over fresh instances refreshing after the response: {calls} credential calls in {periods} periods, slowest request {slowest} ms"
+    );
+    assert_eq!(slowest, 0, "no request waited for the workspace");
+    assert!(calls <= periods, "{calls} calls in {periods} periods");
+}
+
+#[test]
 fn an_outage_on_fresh_instances_serves_at_once_and_backs_off_across_them() {
     // Every request a new instance, 5 a second; the workspace answers 503 from 60 % of the
     // credential's life (12:36) to 92 % (12:55:12), across its reuse limit (12:45).

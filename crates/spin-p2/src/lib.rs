@@ -36,8 +36,11 @@
 //! - Spin gives a WASIp2 component a fresh instance per request, so the credential in instance
 //!   memory rarely serves a second request: the shared key-value record is the cache that
 //!   matters (one key-value read per request, no mint).
-//! - A WASIp2 handler cannot work after its response: there is no refresh ahead; the request
-//!   that finds the credential due mints it (as every host without that ability does).
+//! - A WASIp2 handler has no tasks that outlive it, but Spin runs it until it returns, after
+//!   its response: a handler that answers through [`spin::serve_then_refresh`] refreshes the
+//!   credential there, so no request waits for a rotation's mint or a failing workspace. One
+//!   that does not mints in the request that finds the credential due (waiting at most 1 s on a
+//!   failing workspace while the credential is still accepted).
 //! - `spin:postgres@4.0.0` has no CA-root option: a configured `lakebase_ca_root` is a
 //!   `configuration` error (use `lakebase-spin` on Spin 4.1 or later for a custom CA).
 //! - Opening a connection is a synchronous host call in spin-sdk 5.2: the core's connect

@@ -3,6 +3,7 @@
 //! per-instance client. The same shape as `lakebase_spin::spin` (spin-sdk 7).
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lakebase::adapter::{MAX_BODY, not_in_memory};
 use lakebase::host::{
@@ -227,18 +228,74 @@ static INSTANCE: OnceLock<SpinLakebase> = OnceLock::new();
 /// error is returned (and re-checked on the next call) rather than cached; a `lakebase_ca_root`
 /// that is set is one (see [`SpinPg`]).
 ///
-/// Unlike `lakebase_spin::spin::lakebase` this starts no refresh ahead: a WASIp2 handler cannot
-/// work after its response. And Spin gives WASIp2 components a fresh instance per request, so
-/// the credential in memory rarely outlives a request: the shared key-value record is the cache
-/// that saves the mints.
+/// Spin gives WASIp2 components a fresh instance per request, so the credential in memory
+/// rarely outlives a request: the shared key-value record is the cache that saves the mints.
+/// A handler that answers through [`serve_then_refresh`] also refreshes the credential after
+/// its response; one that does not refreshes it in the request that finds it past its reuse
+/// limit (within a second when the workspace fails and the credential is still accepted).
 pub async fn lakebase() -> Result<&'static SpinLakebase, Error> {
     if let Some(lb) = INSTANCE.get() {
         return Ok(lb);
     }
     refuse_ca_root(&SpinVars).await?;
     let config = Config::load(&SpinVars).await?;
-    let lb = Lakebase::new(config, SpinHttp, SpinKv::default(), SystemClock);
+    let mut lb = Lakebase::new(config, SpinHttp, SpinKv::default(), SystemClock);
+    if REFRESH_AFTER_RESPONSE.load(Ordering::Relaxed) {
+        lb = lb.with_refresh_after_response();
+    }
     Ok(INSTANCE.get_or_init(|| lb))
+}
+
+/// Set by [`serve_then_refresh`] before the handler runs: the client is configured to leave
+/// refreshes to the end of the request.
+static REFRESH_AFTER_RESPONSE: AtomicBool = AtomicBool::new(false);
+
+/// Runs a handler's `response`, sends it, and only then, when the credential is due
+/// ([`Lakebase::refresh_due`]), refreshes it: the client has the whole answer while the instance
+/// goes on (Spin 3.4 to 4.0.x and SpinKube, `wasmtime serve` and wasmCloud all run a WASIp2
+/// handler until it returns, after its response). So no request waits for a rotation's mint or
+/// for a failing workspace: only a cold start does.
+///
+/// Use it for every request of the component (it configures the instance's client to leave
+/// refreshes to it):
+///
+/// ```no_run
+/// use spin_sdk::http::{IncomingRequest, Response, ResponseOutparam};
+///
+/// #[spin_sdk::http_component]
+/// async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+///     lakebase_spin_p2::spin::serve_then_refresh(out, app(req)).await
+/// }
+///
+/// async fn app(_req: IncomingRequest) -> Response {
+///     match lakebase_spin_p2::spin::connect().await {
+///         Ok(_db) => Response::new(200, "connected"),
+///         Err(e) => Response::new(503, e.kind().as_str()),
+///     }
+/// }
+/// ```
+pub async fn serve_then_refresh(
+    out: spin_sdk::http::ResponseOutparam,
+    response: impl std::future::Future<Output = spin_sdk::http::Response>,
+) {
+    REFRESH_AFTER_RESPONSE.store(true, Ordering::Relaxed);
+    let mut response = response.await;
+    let body = std::mem::take(response.body_mut());
+    match spin_sdk::http::OutgoingResponse::try_from(response) {
+        // Returns once the body is written and finished: the client has the whole answer.
+        Ok(head) => {
+            if let Err(e) = out.set_with_body(head, body).await {
+                lakebase::log::warn(&format!("the response could not be sent: {e}"));
+            }
+        }
+        // Nothing set: the host answers 500.
+        Err(e) => lakebase::log::warn(&format!("the response could not be built: {e}")),
+    }
+    if let Some(lb) = INSTANCE.get()
+        && lb.refresh_due()
+    {
+        lb.refresh().await;
+    }
 }
 
 /// A configuration error when `lakebase_ca_root` is set (a read failure is left to

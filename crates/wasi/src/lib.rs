@@ -87,8 +87,51 @@ pub async fn lakebase() -> Result<&'static WasiLakebase, Error> {
         return Ok(lb);
     }
     let config = Config::load(&WasiVars).await?;
-    let lb = Lakebase::new(config, WasiHttp, WasiKv::default(), WasiClock);
+    let mut lb = Lakebase::new(config, WasiHttp, WasiKv::default(), WasiClock);
+    if REFRESH_AFTER_RESPONSE.load(std::sync::atomic::Ordering::Relaxed) {
+        lb = lb.with_refresh_after_response();
+    }
     Ok(INSTANCE.get_or_init(|| lb))
+}
+
+/// Set by [`serve_then_refresh`] before the handler runs: the client is configured to leave
+/// refreshes to the end of the request.
+static REFRESH_AFTER_RESPONSE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// One request of a `wasi:http@0.2` handler: runs `serve` ([`block_on`]), hands its output to
+/// `respond` (which sets the `response-outparam`, writes the body and finishes it), and only
+/// then, when the credential is due ([`Lakebase::refresh_due`]), refreshes it. wasmCloud's
+/// `wash host` and `wasmtime serve` run the handler until it returns, after the client has its
+/// answer: no request waits for a rotation's mint or for a failing workspace, only a cold start
+/// does.
+///
+/// Use it for every request of the component (it configures the instance's client to leave
+/// refreshes to it); `wasmtime serve -Wtimeout` bounds the refresh too.
+///
+/// ```no_run
+/// # use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+/// # fn send(out: ResponseOutparam, status: u16, text: String) {}
+/// fn handle(request: IncomingRequest, out: ResponseOutparam) {
+///     lakebase_wasi::serve_then_refresh(
+///         async {
+///             match lakebase_wasi::connect().await {
+///                 Ok(_db) => (200, "connected".to_owned()),
+///                 Err(e) => (503, e.kind().as_str().to_owned()),
+///             }
+///         },
+///         |(status, text)| send(out, status, text),
+///     );
+/// }
+/// ```
+pub fn serve_then_refresh<T>(serve: impl std::future::Future<Output = T>, respond: impl FnOnce(T)) {
+    REFRESH_AFTER_RESPONSE.store(true, std::sync::atomic::Ordering::Relaxed);
+    respond(block_on(serve));
+    if let Some(lb) = INSTANCE.get()
+        && lb.refresh_due()
+    {
+        runtime::block_on_same_request(lb.refresh());
+    }
 }
 
 /// This instance's open connection, kept for its next requests.

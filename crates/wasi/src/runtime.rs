@@ -24,6 +24,11 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     RUNTIME.with(|rt| rt.block_on(future))
 }
 
+/// [`block_on`] within the same request (the kept connection is not reset for it).
+pub(crate) fn block_on_same_request<F: Future>(future: F) -> F::Output {
+    RUNTIME.with(|rt| rt.block_on(future))
+}
+
 /// The request being served (see [`block_on`]).
 pub(crate) fn request() -> u64 {
     REQUEST.load(Ordering::Relaxed)

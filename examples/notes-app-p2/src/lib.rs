@@ -7,11 +7,16 @@ use lakebase_notes_core::{self as notes, Failure, Route};
 use lakebase_spin_p2::Connected;
 use lakebase_spin_p2::spin::{SpinPg, database_error, lakebase};
 use serde_json::Value;
-use spin_sdk::http::{IncomingRequest, Response};
+use spin_sdk::http::{IncomingRequest, Response, ResponseOutparam};
 use spin_sdk::pg4::{Connection, ParameterValue, RowSet};
 
+/// Answers, then refreshes the credential when it is due (after the client has its answer).
 #[spin_sdk::http_component]
-async fn handle(req: IncomingRequest) -> Response {
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    lakebase_spin_p2::spin::serve_then_refresh(out, answer(req)).await
+}
+
+async fn answer(req: IncomingRequest) -> Response {
     let (status, body) = match serve(req).await {
         Ok(reply) => reply,
         Err(f) => (f.status, f.json()),

@@ -23,12 +23,15 @@ wasip2::http::proxy::export!(Notes);
 struct Notes;
 
 impl wasip2::exports::http::incoming_handler::Guest for Notes {
+    /// Answers, then refreshes the credential when it is due (after the client has its answer).
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        let (status, body) = match lakebase_wasi::block_on(serve(request)) {
-            Ok(reply) => reply,
-            Err(f) => (f.status, f.json()),
-        };
-        respond(response_out, status, body);
+        lakebase_wasi::serve_then_refresh(serve(request), |reply| {
+            let (status, body) = match reply {
+                Ok(reply) => reply,
+                Err(f) => (f.status, f.json()),
+            };
+            respond(response_out, status, body);
+        });
     }
 }
 

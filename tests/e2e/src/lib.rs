@@ -16,6 +16,8 @@ use lakebase_emulator::{
 use lakebase_testkit::PgCluster;
 use serde_json::Value;
 
+pub mod outage;
+
 pub const CREDENTIAL_ROUTE: &str = "POST /api/2.0/postgres/credentials";
 pub const TOKEN_ROUTE: &str = "POST /oidc/v1/token";
 

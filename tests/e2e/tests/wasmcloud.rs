@@ -591,6 +591,64 @@ async fn wrong_role(tier: &Tier) {
     up.assert_no_secret(&answers, &logs);
 }
 
+/// The workspace down (503, and hung) from 60 % to 92 % of the credential's life, on hosts that
+/// build a fresh instance per request: [`lakebase_e2e::outage`], the two runs side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_outage_on_fresh_instances_fails_no_request() {
+    use lakebase_e2e::outage::{self, Down, Report};
+    let mut reports = vec![];
+    for tier in Tier::all("the workspace outage") {
+        let _timer = Timer::start("workspace outage", &tier);
+        let mut runs = vec![];
+        for down in [Down::Status503, Down::Hung] {
+            let Some(nats) = nats("the workspace outage") else {
+                return;
+            };
+            let (up, config) = Upstream::start_wasi().await;
+            up.emu.set_db_token_ttl(outage::ttl());
+            let host = tier
+                .serve(
+                    &notes_wasi_wasm(),
+                    &tier.config(&config),
+                    &nats.url(),
+                    &format!("wasmcloud-outage-{}", down.name()),
+                )
+                .expect("a NATS host");
+            runs.push((down, up, host, nats));
+        }
+        let name = tier.name();
+        let done: Vec<Report> = tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = runs
+                    .iter()
+                    .map(|(down, up, host, _)| {
+                        s.spawn(move || outage::run(host, name, up, *down, "/health"))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            })
+        });
+        for (report, (_, up, host, _)) in done.iter().zip(&runs) {
+            println!("{}\n{}", Report::header(), report.row());
+            report.check(host);
+            let answers = [&report.past_expiry, &Some(report.recovered.clone())]
+                .into_iter()
+                .flatten()
+                .map(|(_, text)| text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let mut logs = host.logs();
+            logs.push_str(&up.emu.log_lines().join("\n"));
+            up.assert_no_secret(&answers, &logs);
+        }
+        reports.extend(done);
+    }
+    println!("{}", Report::header());
+    for r in &reports {
+        println!("{}", r.row());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_on_one_store_mint_once() {
     for tier in Tier::all("two hosts on one store") {

@@ -1,11 +1,17 @@
 use lakebase_spin_p2::spin::database_error;
-use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http::{IncomingRequest, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
-/// Answers `{"user": <current_user>, "credential": {"source": …, "expires_in_s": …}}`, logged in
-/// to Lakebase with a cached (or freshly minted) OAuth credential.
+/// Answers, then refreshes the credential when it is due: the client has its answer first, so
+/// no request waits for a rotation's mint or for a failing workspace, only a cold start does.
 #[http_component]
-async fn handle_{{project-name | snake_case}}(_req: Request) -> anyhow::Result<impl IntoResponse> {
+async fn handle_{{project-name | snake_case}}(_req: IncomingRequest, out: ResponseOutparam) {
+    lakebase_spin_p2::spin::serve_then_refresh(out, answer()).await
+}
+
+/// `{"user": <current_user>, "credential": {"source": …, "expires_in_s": …}}`, logged in to
+/// Lakebase with a cached (or freshly minted) OAuth credential.
+async fn answer() -> Response {
     let (status, body) = match current_user().await {
         Ok(body) => (200, body),
         Err(e) => {
@@ -20,11 +26,11 @@ async fn handle_{{project-name | snake_case}}(_req: Request) -> anyhow::Result<i
             (status, serde_json::json!({"error": {"kind": e.kind().as_str()}}))
         }
     };
-    Ok(Response::builder()
+    Response::builder()
         .status(status)
         .header("content-type", "application/json")
         .body(body.to_string())
-        .build())
+        .build()
 }
 
 async fn current_user() -> Result<serde_json::Value, lakebase_spin_p2::Error> {

@@ -72,6 +72,10 @@ pub struct Lakebase<H, K, C> {
     /// The host runs [`Lakebase::refresh`] after the response when [`Lakebase::refresh_due`]
     /// says so (Spin 4.1's WASIp3): a request past the reuse limit is then served at once.
     refresh_after_response: bool,
+    /// The adapter refreshes after every response in the handler itself
+    /// ([`Lakebase::with_refresh_after_every_response`]): a fresh instance too is served the
+    /// credential in hand at once.
+    refresh_in_handler: bool,
 }
 
 impl<H, K, C: Clock> std::fmt::Debug for Lakebase<H, K, C> {
@@ -155,6 +159,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             unverified: Default::default(),
             verify_next_mint: Default::default(),
             refresh_after_response: false,
+            refresh_in_handler: false,
         }
     }
 
@@ -165,6 +170,18 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// with its back-off, happens after the response instead of before it.
     pub fn with_refresh_after_response(mut self) -> Self {
         self.refresh_after_response = true;
+        self
+    }
+
+    /// [`Lakebase::with_refresh_after_response`], where the adapter itself calls
+    /// [`Lakebase::refresh`] at the end of every request, after the response (a WASIp2 handler
+    /// that answers, then goes on: `serve_then_refresh`). Then even an instance that starts with
+    /// an empty memory (each request a fresh one) serves a credential past its reuse limit at
+    /// once: the refresh at the end of its own request tries the workspace. A spawned task that
+    /// a host may drop with a fresh instance is not enough for this.
+    pub fn with_refresh_after_every_response(mut self) -> Self {
+        self.refresh_after_response = true;
+        self.refresh_in_handler = true;
         self
     }
 
@@ -390,9 +407,9 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
         let (probing, lease) = match (self.take_in(lease.as_ref(), now), fallback.clone()) {
             // Backing off: served at once, no attempt, whichever instance this is.
             (Verdict::Wait, Some(fallback)) => return Ok(fallback),
-            // The adapter refreshes after the response ([`Lakebase::refresh_due`] reads memory):
-            // the request is served at once, the workspace is tried after it has its answer.
-            (Verdict::Go, Some(fallback)) if goal == Goal::Serve && self.refresh_after_response => {
+            // The adapter refreshes at the end of this request ([`Lakebase::refresh_due`] reads
+            // memory): served at once, the workspace is tried after the answer.
+            (Verdict::Go, Some(fallback)) if goal == Goal::Serve && self.refresh_in_handler => {
                 self.credential.remember(fallback.0.clone());
                 return Ok(fallback);
             }

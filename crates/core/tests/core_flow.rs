@@ -1679,7 +1679,7 @@ fn fresh_instances_that_refresh_after_the_response_never_make_a_request_wait() {
     // minted after responses; through an outage from 12:36 to 12:55:12 no request calls the
     // workspace, and after them at most one call per back-off period.
     let w = World::m2m();
-    let fresh = || w.instance().with_refresh_after_response();
+    let fresh = || w.instance().with_refresh_after_every_response();
     let request = || {
         let lb = fresh();
         let before = w.clock.get();

@@ -241,7 +241,7 @@ pub async fn lakebase() -> Result<&'static SpinLakebase, Error> {
     let config = Config::load(&SpinVars).await?;
     let mut lb = Lakebase::new(config, SpinHttp, SpinKv::default(), SystemClock);
     if REFRESH_AFTER_RESPONSE.load(Ordering::Relaxed) {
-        lb = lb.with_refresh_after_response();
+        lb = lb.with_refresh_after_every_response();
     }
     Ok(INSTANCE.get_or_init(|| lb))
 }

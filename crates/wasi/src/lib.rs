@@ -89,7 +89,7 @@ pub async fn lakebase() -> Result<&'static WasiLakebase, Error> {
     let config = Config::load(&WasiVars).await?;
     let mut lb = Lakebase::new(config, WasiHttp, WasiKv::default(), WasiClock);
     if REFRESH_AFTER_RESPONSE.load(std::sync::atomic::Ordering::Relaxed) {
-        lb = lb.with_refresh_after_response();
+        lb = lb.with_refresh_after_every_response();
     }
     Ok(INSTANCE.get_or_init(|| lb))
 }

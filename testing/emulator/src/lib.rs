@@ -337,6 +337,37 @@ impl Emulator {
         self.shared.state.lock().unwrap().db_token_ttl = ttl;
     }
 
+    /// Drops `role` from the backend (a principal whose database role was never created, or
+    /// was removed): its logins are refused by PostgreSQL itself, counted as rejected.
+    pub async fn drop_role(&self, role: &str) -> Result<()> {
+        let b = &self.shared.opts.backend;
+        let (client, conn) = tokio_postgres::Config::new()
+            .host(&b.host)
+            .port(b.port)
+            .user(&b.admin_user)
+            .password(&b.admin_password)
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        let conn_task = tokio::spawn(conn);
+        let r = quote_ident(role);
+        let db = quote_ident(&self.shared.opts.database);
+        client
+            .batch_execute(&format!(
+                "REVOKE ALL ON DATABASE {db} FROM {r}; DROP ROLE {r}"
+            ))
+            .await?;
+        drop(client);
+        let _ = conn_task.await;
+        Ok(())
+    }
+
+    /// Creates the principals' roles again (after [`Emulator::drop_role`]: the operator created
+    /// the role).
+    pub async fn restore_roles(&self) -> Result<()> {
+        prepare_backend(&self.shared).await
+    }
+
     /// Every log line so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.shared.state.lock().unwrap().log.clone()

@@ -244,16 +244,12 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    {
+    let count = |key: &str| {
         let mut state = shared.state.lock().unwrap();
-        let key = if failure.is_some() {
-            LOGINS_REJECTED
-        } else {
-            LOGINS_ACCEPTED
-        };
         *state.counts.entry(key.to_owned()).or_insert(0) += 1;
-    }
+    };
     if let Some((text, reason)) = failure {
+        count(LOGINS_REJECTED);
         shared.log(rejected(reason));
         client.write_all(&error_response("28P01", &text)).await?;
         return Ok(());
@@ -322,6 +318,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             }
             b'E' => {
                 // e.g. the role or database does not exist: pass the server's error on.
+                count(LOGINS_REJECTED);
                 client.write_all(&message(b'E', &body)).await?;
                 shared.log(format!("proxy: backend refused login as {user}"));
                 return Ok(());
@@ -329,6 +326,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             other => bail!("unexpected backend message {}", other as char),
         }
     }
+    count(LOGINS_ACCEPTED);
     // Counted open from here until this function returns, however the relay ends.
     let _open = OpenSession::new(shared);
     shared.log(format!("proxy: {user} logged in with {fp}"));

@@ -649,6 +649,86 @@ async fn a_workspace_outage_on_fresh_instances_fails_no_request() {
     }
 }
 
+/// The principal's database role does not exist (yet), at 10 requests a second on fresh
+/// instances: every answer is the `database` error naming the role, held in the store (a few
+/// rejected logins and mints in all, not two logins per request). At 20 s the operator creates
+/// the role; the first request after the hold (30 s) logs in, and every later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_role_is_held_then_picked_up_once_created() {
+    for tier in Tier::all("the missing role on NATS") {
+        missing_role(&tier).await;
+    }
+}
+
+async fn missing_role(tier: &Tier) {
+    let _timer = Timer::start("missing role", tier);
+    let Some(nats) = nats("the missing role on NATS") else {
+        return;
+    };
+    let (up, config) = Upstream::start_wasi().await;
+    up.emu
+        .drop_role(DEFAULT_CLIENT_ID)
+        .await
+        .expect("DROP ROLE");
+    let name = tier.name();
+    let host = tier
+        .serve(
+            &notes_wasi_wasm(),
+            &tier.config(&config),
+            &nats.url(),
+            "wasmcloud-missing-role",
+        )
+        .expect("a NATS host");
+    let started = std::time::Instant::now();
+    let (mut answers, mut restored, mut statuses) = (String::new(), None, vec![]);
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        if restored.is_none() && started.elapsed() >= std::time::Duration::from_secs(20) {
+            up.emu.restore_roles().await.expect("CREATE ROLE");
+            restored = Some(statuses.len());
+        }
+        let (status, text) =
+            tokio::task::block_in_place(|| host.request("GET", "/health", "")).unwrap();
+        if status != 200 {
+            let body = json(&text);
+            assert_eq!(
+                (status, &body["error"]["kind"]),
+                (502, &"database".into()),
+                "{name}: {text}\n{}",
+                host.logs()
+            );
+            assert!(
+                text.contains(DEFAULT_CLIENT_ID),
+                "{name}: the role is named: {text}"
+            );
+        }
+        answers.push_str(&text);
+        statuses.push(status);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let restored = restored.expect("restored at 20 s");
+    let rejected = up.emu.count(lakebase_emulator::LOGINS_REJECTED);
+    let first_ok = statuses.iter().position(|s| *s == 200);
+    println!(
+        "missing role on the {name}: {} requests, {} mints, {rejected} rejected logins, role created before request {restored}, first success at request {first_ok:?}",
+        statuses.len(),
+        up.mints()
+    );
+    assert!(
+        statuses[..restored].iter().all(|s| *s == 502),
+        "{name}: {statuses:?}"
+    );
+    let first_ok = first_ok.unwrap_or_else(|| panic!("{name}: never logged in\n{}", host.logs()));
+    assert!(
+        statuses[first_ok..].iter().all(|s| *s == 200),
+        "{name}: once logged in, every request: {statuses:?}"
+    );
+    assert!(up.mints() <= 10, "{name}: {} mints", up.mints());
+    assert!(rejected <= 20, "{name}: {rejected} rejected logins");
+    let mut logs = host.logs();
+    logs.push_str(&up.emu.log_lines().join("\n"));
+    up.assert_no_secret(&answers, &logs);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_on_one_store_mint_once() {
     for tier in Tier::all("two hosts on one store") {

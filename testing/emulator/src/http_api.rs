@@ -398,6 +398,22 @@ async fn route_request(req: Request<Bytes>, shared: &Shared) -> Option<Reply> {
             shared.state.lock().unwrap().counts.clear();
             json_reply(200, json!({}))
         }
+        (&Method::POST, "/_emulator/startup-options") => {
+            let mode = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["mode"].as_str().and_then(crate::StartupOptions::parse));
+            match mode {
+                Some(mode) => {
+                    shared.state.lock().unwrap().startup_options = mode;
+                    json_reply(200, json!({}))
+                }
+                None => api_error(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    "startup-options must be {\"mode\": \"forward\"|\"drop\"|\"refuse\"}",
+                ),
+            }
+        }
         (&Method::POST, "/_emulator/faults") => match parse_fault(&body) {
             Some(f) => {
                 shared.state.lock().unwrap().faults.push_back(f);

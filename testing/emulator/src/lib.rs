@@ -11,7 +11,7 @@
 
 mod http_api;
 mod proxy;
-pub use proxy::{CLIENT_TURNS, LOGINS_ACCEPTED, LOGINS_REJECTED};
+pub use proxy::{CLIENT_TURNS, LOGINS_ACCEPTED, LOGINS_REFUSED_OPTIONS, LOGINS_REJECTED};
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -67,6 +67,34 @@ pub struct EmulatorOptions {
     /// Offer TLS on the login proxy (certificate for 127.0.0.1, localhost and
     /// `host.wasmcloud.internal`, signed by a CA made at start: see [`Emulator::ca_pem`]).
     pub tls: bool,
+    /// What the login proxy does with a client's `options` startup parameter.
+    pub startup_options: StartupOptions,
+}
+
+/// What the login proxy does with the `options` startup parameter (`-c name=value` settings):
+/// the three answers proxies in front of Postgres are known to give.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartupOptions {
+    /// Passed on to PostgreSQL, which applies the settings.
+    #[default]
+    Forward,
+    /// Silently left out (the settings never reach the server).
+    Drop,
+    /// The login is refused with FATAL 08P01 naming the parameter, before authentication, as
+    /// PgBouncer 1.20+ does for a `-c` setting it does not track.
+    Refuse,
+}
+
+impl StartupOptions {
+    /// `forward`, `drop` or `refuse`.
+    pub fn parse(text: &str) -> Option<StartupOptions> {
+        match text {
+            "forward" => Some(StartupOptions::Forward),
+            "drop" => Some(StartupOptions::Drop),
+            "refuse" => Some(StartupOptions::Refuse),
+            _ => None,
+        }
+    }
 }
 
 impl EmulatorOptions {
@@ -86,6 +114,7 @@ impl EmulatorOptions {
             database: "databricks_postgres".into(),
             echo_log: false,
             tls: false,
+            startup_options: StartupOptions::Forward,
         }
     }
 }
@@ -158,6 +187,7 @@ pub(crate) struct State {
     /// Every token handed out (database and OAuth workspace tokens), for secret scans.
     pub issued: Vec<String>,
     pub request_ids: HashSet<String>,
+    pub startup_options: StartupOptions,
 }
 
 pub(crate) struct Shared {
@@ -224,6 +254,7 @@ impl Emulator {
             backend_role_password,
             state: Mutex::new(State {
                 db_token_ttl: opts.db_token_ttl,
+                startup_options: opts.startup_options,
                 workspace_token_ttl: opts.workspace_token_ttl,
                 fraction_digits: opts.fraction_digits,
                 ..State::default()
@@ -330,6 +361,11 @@ impl Emulator {
         drop(s);
         self.shared.log(format!("revoked {n} database tokens"));
         self.shared.revocations.send_modify(|v| *v += 1);
+    }
+
+    /// Changes what the login proxy does with `options` for logins from now on.
+    pub fn set_startup_options(&self, mode: StartupOptions) {
+        self.shared.state.lock().unwrap().startup_options = mode;
     }
 
     /// Changes the lifetime of tokens minted from now on.

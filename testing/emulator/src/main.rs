@@ -22,6 +22,8 @@ OPTIONS:
   --instance NAME            a Provisioned instance (repeatable)
   --db-token-ttl SECS        database token lifetime (default 3600)
   --tls                      offer TLS on the login proxy; writes the CA's PEM to --ca-out
+  --startup-options MODE     what the login proxy does with a client's `options`: forward
+                             (default), drop (silently), refuse (FATAL 08P01, as PgBouncer)
   --ca-out FILE              where to write the CA's PEM (default: lakebase-emulator-ca.pem)
   --quiet                    do not echo the log to stderr
   -h, --help                 this help
@@ -40,6 +42,7 @@ async fn main() -> Result<()> {
     let mut ttl = 3600u64;
     let mut quiet = false;
     let mut tls = false;
+    let mut startup_options = lakebase_emulator::StartupOptions::Forward;
     let mut ca_out = "lakebase-emulator-ca.pem".to_owned();
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -60,6 +63,13 @@ async fn main() -> Result<()> {
             "--db-token-ttl" => ttl = value()?.parse().context("--db-token-ttl takes seconds")?,
             "--quiet" => quiet = true,
             "--tls" => tls = true,
+            "--startup-options" => {
+                let v = value()?;
+                startup_options =
+                    lakebase_emulator::StartupOptions::parse(&v).with_context(|| {
+                        format!("--startup-options takes forward, drop or refuse, not {v:?}")
+                    })?;
+            }
             "--ca-out" => ca_out = value()?,
             other => bail!("unknown argument `{other}` (see --help)"),
         }
@@ -91,6 +101,7 @@ async fn main() -> Result<()> {
     opts.db_token_ttl = Duration::from_secs(ttl);
     opts.echo_log = !quiet;
     opts.tls = tls;
+    opts.startup_options = startup_options;
     let emulator = Emulator::start(opts.clone()).await?;
     if let Some(pem) = emulator.ca_pem() {
         std::fs::write(&ca_out, pem).with_context(|| format!("writing {ca_out}"))?;

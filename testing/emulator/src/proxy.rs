@@ -131,6 +131,9 @@ impl Drop for OpenSession<'_> {
 pub const LOGINS_ACCEPTED: &str = "PG login accepted";
 /// The count key of logins the proxy refused with `28P01`.
 pub const LOGINS_REJECTED: &str = "PG login rejected";
+/// Counter of logins refused for their `options` startup parameter
+/// ([`StartupOptions::Refuse`](crate::StartupOptions::Refuse)).
+pub const LOGINS_REFUSED_OPTIONS: &str = "PG login refused for its options";
 /// The count key of round trips on logged-in sessions: each time a client sends after the
 /// server last spoke (a client that pipelines several statements makes one).
 pub const CLIENT_TURNS: &str = "PG client turns";
@@ -195,6 +198,39 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let value = cstr(&mut startup).unwrap_or_default();
         params.push((key, value));
+    }
+    let mode = shared.state.lock().unwrap().startup_options;
+    if params.iter().any(|(k, _)| k == "options") {
+        match mode {
+            crate::StartupOptions::Forward => {}
+            crate::StartupOptions::Drop => {
+                params.retain(|(k, _)| k != "options");
+                shared.log("proxy: dropped the options startup parameter".to_owned());
+            }
+            crate::StartupOptions::Refuse => {
+                let setting = params
+                    .iter()
+                    .find(|(k, _)| k == "options")
+                    .map(|(_, v)| v.trim_start_matches("-c").trim().to_owned())
+                    .unwrap_or_default();
+                let name = setting.split('=').next().unwrap_or_default().to_owned();
+                *shared
+                    .state
+                    .lock()
+                    .unwrap()
+                    .counts
+                    .entry(LOGINS_REFUSED_OPTIONS.to_owned())
+                    .or_insert(0) += 1;
+                shared.log(format!("proxy: refused a login for its options ({name})"));
+                client
+                    .write_all(&error_response(
+                        "08P01",
+                        &format!("unsupported startup parameter in options: {name}"),
+                    ))
+                    .await?;
+                return Ok(());
+            }
+        }
     }
     let user = params
         .iter()

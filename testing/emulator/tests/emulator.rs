@@ -289,3 +289,73 @@ async fn sessions_are_counted_and_startup_options_reach_the_server() {
     sessions_open_becomes(&emu, 0).await;
     assert_eq!(emu.sessions_max(), 2);
 }
+
+/// The proxy's three answers to `options`: forwarded (above), dropped silently, refused with
+/// FATAL 08P01 naming the setting; set at run time (the control route does the same).
+#[tokio::test]
+async fn startup_options_are_forwarded_dropped_or_refused() {
+    let pg = PgCluster::start().unwrap();
+    let emu = start(&pg).await;
+    let ws = workspace_token(&emu).await;
+    let (_, v) = mint(&emu, &ws).await;
+    let t = v["token"].as_str().unwrap().to_owned();
+    let connect = || async {
+        let (c, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(emu.pg_addr().port())
+            .user(DEFAULT_CLIENT_ID)
+            .password(&t)
+            .dbname("databricks_postgres")
+            .options("-c idle_session_timeout=7000")
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(conn);
+        let row = c
+            .query_one("select current_setting('idle_session_timeout')", &[])
+            .await?;
+        Ok::<String, tokio_postgres::Error>(row.get(0))
+    };
+    assert_eq!(connect().await.unwrap(), "7s", "forwarded by default");
+    emu.set_startup_options(lakebase_emulator::StartupOptions::Drop);
+    assert_eq!(
+        connect().await.unwrap(),
+        "0",
+        "dropped: the server's default"
+    );
+    emu.set_startup_options(lakebase_emulator::StartupOptions::Refuse);
+    let e = connect().await.unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "08P01");
+    assert!(db.message().contains("idle_session_timeout"), "{db}");
+    assert_eq!(emu.count(lakebase_emulator::LOGINS_REFUSED_OPTIONS), 1);
+    // Without options the refusing proxy logs in.
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(emu.pg_addr().port())
+        .user(DEFAULT_CLIENT_ID)
+        .password(&t)
+        .dbname("databricks_postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.query_one("select 1", &[]).await.unwrap();
+}
+
+/// A principal whose role is missing in the database is refused by PostgreSQL itself (the
+/// token is valid), counted as a rejected login; once the role exists again it logs in.
+#[tokio::test]
+async fn a_missing_role_is_refused_by_the_backend_until_created() {
+    let pg = PgCluster::start().unwrap();
+    let emu = start(&pg).await;
+    let ws = workspace_token(&emu).await;
+    let (_, v) = mint(&emu, &ws).await;
+    let t = v["token"].as_str().unwrap().to_owned();
+    emu.drop_role(DEFAULT_CLIENT_ID).await.unwrap();
+    assert!(login(&emu, DEFAULT_CLIENT_ID, &t).await.is_err());
+    assert_eq!(emu.count(lakebase_emulator::LOGINS_REJECTED), 1);
+    assert_eq!(emu.count(lakebase_emulator::LOGINS_ACCEPTED), 0);
+    emu.restore_roles().await.unwrap();
+    login(&emu, DEFAULT_CLIENT_ID, &t).await.unwrap();
+    assert_eq!(emu.count(lakebase_emulator::LOGINS_ACCEPTED), 1);
+}

@@ -22,6 +22,12 @@ pub(crate) enum LoginFailure {
 pub(crate) fn classify(failure: &ConnectFailure, message: &str) -> LoginFailure {
     match failure {
         ConnectFailure::Server { sqlstate } => match sqlstate.as_str() {
+            // A proxy that does not take our startup `options` (PgBouncer 1.20+: "unsupported
+            // startup parameter in options"): no retry will pass it.
+            "08P01" if refuses_options(message) => LoginFailure::Fatal(
+                ErrorKind::Configuration,
+                Some(var::LAKEBASE_IDLE_SESSION_TIMEOUT),
+            ),
             "28P01" => LoginFailure::Rejected,
             "28000" => LoginFailure::Fatal(ErrorKind::Permission, Some(var::PGUSER)),
             "3D000" => LoginFailure::Fatal(ErrorKind::NotFound, Some(var::PGDATABASE)),
@@ -47,7 +53,12 @@ pub(crate) fn classify(failure: &ConnectFailure, message: &str) -> LoginFailure 
 /// What a failed login means, read from the host's text alone.
 pub(crate) fn classify_login_failure(message: &str) -> LoginFailure {
     let m = message.to_ascii_lowercase();
-    if m.contains("28p01")
+    if refuses_options(message) {
+        LoginFailure::Fatal(
+            ErrorKind::Configuration,
+            Some(var::LAKEBASE_IDLE_SESSION_TIMEOUT),
+        )
+    } else if m.contains("28p01")
         || m.contains("password authentication failed")
         || m.contains("not a valid jwt")
     {
@@ -69,6 +80,13 @@ pub(crate) fn classify_login_failure(message: &str) -> LoginFailure {
     } else {
         LoginFailure::Transient
     }
+}
+
+/// Whether a login failed because something in front of the server refuses the `options`
+/// startup parameter (the `-c idle_session_timeout=…` the connection string carries).
+fn refuses_options(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("unsupported startup parameter") || (m.contains("08p01") && m.contains("options"))
 }
 
 /// The error of a failed login; `ca_root_set`: whether a CA root was given to the connect.
@@ -129,6 +147,18 @@ pub(crate) fn login_error(
                 var::LAKEBASE_CA_ROOT
             ),
         ),
+        LoginFailure::Fatal(ErrorKind::Configuration, Some(var::LAKEBASE_IDLE_SESSION_TIMEOUT)) => {
+            (
+                ErrorKind::Configuration,
+                format!(
+                    "the login to {}:{} was refused because of the `options` startup parameter ({}): a proxy or pooler in front of the database does not take `-c idle_session_timeout`; set `{}` to 0 to leave it out (idle sessions of replaced tokens are then closed by the server's own settings only)",
+                    c.host,
+                    c.port,
+                    message,
+                    var::LAKEBASE_IDLE_SESSION_TIMEOUT
+                ),
+            )
+        }
         LoginFailure::Fatal(kind, _) => (
             kind,
             format!(
@@ -173,6 +203,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_proxy_refusing_our_options_is_a_configuration_error_at_once() {
+        let refused = ConnectFailure::Server {
+            sqlstate: "08P01".to_owned(),
+        };
+        let text = "unsupported startup parameter in options: idle_session_timeout";
+        assert_eq!(
+            classify(&refused, text),
+            LoginFailure::Fatal(
+                ErrorKind::Configuration,
+                Some(var::LAKEBASE_IDLE_SESSION_TIMEOUT)
+            )
+        );
+        // Another protocol violation stays transient (a broken connection, say).
+        assert_eq!(
+            classify(&refused, "unexpected message"),
+            LoginFailure::Transient
+        );
+    }
+
+    #[test]
     fn login_failures_are_classified() {
         use LoginFailure::*;
         let cases = [
@@ -204,6 +254,13 @@ mod tests {
             (
                 "invalid peer certificate: UnknownIssuer",
                 Fatal(ErrorKind::Configuration, Some("lakebase_ca_root")),
+            ),
+            (
+                "db error: FATAL: unsupported startup parameter in options: idle_session_timeout",
+                Fatal(
+                    ErrorKind::Configuration,
+                    Some("lakebase_idle_session_timeout"),
+                ),
             ),
             ("Connection refused (os error 111)", Transient),
             ("", Transient),

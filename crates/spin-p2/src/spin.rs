@@ -273,6 +273,7 @@ static REFRESH_AFTER_RESPONSE: AtomicBool = AtomicBool::new(false);
 ///         Err(e) => Response::new(503, e.kind().as_str()),
 ///     }
 /// }
+/// # fn main() {}
 /// ```
 pub async fn serve_then_refresh(
     out: spin_sdk::http::ResponseOutparam,

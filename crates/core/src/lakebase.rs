@@ -69,13 +69,8 @@ pub struct Lakebase<H, K, C> {
     unverified: std::sync::Mutex<Option<String>>,
     /// Set while a login was just rejected: the next mint of this instance is unverified.
     verify_next_mint: std::sync::atomic::AtomicBool,
-    /// The host runs [`Lakebase::refresh`] after the response when [`Lakebase::refresh_due`]
-    /// says so (Spin 4.1's WASIp3): a request past the reuse limit is then served at once.
-    refresh_after_response: bool,
-    /// The adapter refreshes after every response in the handler itself
-    /// ([`Lakebase::with_refresh_after_every_response`]): a fresh instance too is served the
-    /// credential in hand at once.
-    refresh_in_handler: bool,
+    /// Who refreshes after the response, if anyone ([`AfterResponse`]).
+    after_response: AfterResponse,
 }
 
 impl<H, K, C: Clock> std::fmt::Debug for Lakebase<H, K, C> {
@@ -158,8 +153,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             opens: OpenWatch::default(),
             unverified: Default::default(),
             verify_next_mint: Default::default(),
-            refresh_after_response: false,
-            refresh_in_handler: false,
+            after_response: AfterResponse::Nobody,
         }
     }
 
@@ -169,7 +163,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// reuse limit but still accepted by the server is served it at once, and the refresh,
     /// with its back-off, happens after the response instead of before it.
     pub fn with_refresh_after_response(mut self) -> Self {
-        self.refresh_after_response = true;
+        self.after_response = AfterResponse::SpawnedTask;
         self
     }
 
@@ -180,8 +174,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
     /// once: the refresh at the end of its own request tries the workspace. A spawned task that
     /// a host may drop with a fresh instance is not enough for this.
     pub fn with_refresh_after_every_response(mut self) -> Self {
-        self.refresh_after_response = true;
-        self.refresh_in_handler = true;
+        self.after_response = AfterResponse::Handler;
         self
     }
 
@@ -234,7 +227,7 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             if let Some(c) = &fallback
                 && (self.flight.is_busy()
                     || self.outage.waiting(now)
-                    || self.refresh_after_response)
+                    || self.after_response != AfterResponse::Nobody)
             {
                 return Ok((c.clone(), CredentialSource::Memory));
             }
@@ -409,7 +402,9 @@ impl<H: Http, K: Kv, C: Clock> Lakebase<H, K, C> {
             (Verdict::Wait, Some(fallback)) => return Ok(fallback),
             // The adapter refreshes at the end of this request ([`Lakebase::refresh_due`] reads
             // memory): served at once, the workspace is tried after the answer.
-            (Verdict::Go, Some(fallback)) if goal == Goal::Serve && self.refresh_in_handler => {
+            (Verdict::Go, Some(fallback))
+                if goal == Goal::Serve && self.after_response == AfterResponse::Handler =>
+            {
                 self.credential.remember(fallback.0.clone());
                 return Ok(fallback);
             }
@@ -1108,6 +1103,19 @@ enum Waited {
     Found(Credential),
     Rejected(Rejection),
     Nothing,
+}
+
+/// Who runs [`Lakebase::refresh`] after a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterResponse {
+    /// Nobody: the request that finds the credential due refreshes it.
+    Nobody,
+    /// A task the adapter spawns (Spin 4.1's WASIp3), which a host may drop with an instance
+    /// that served only one request.
+    SpawnedTask,
+    /// The handler itself, after it has sent its answer (`serve_then_refresh`): also in an
+    /// instance that starts with an empty memory.
+    Handler,
 }
 
 /// What a load must find in the store to stop there.

@@ -376,16 +376,7 @@ impl Emulator {
     /// Drops `role` from the backend (a principal whose database role was never created, or
     /// was removed): its logins are refused by PostgreSQL itself, counted as rejected.
     pub async fn drop_role(&self, role: &str) -> Result<()> {
-        let b = &self.shared.opts.backend;
-        let (client, conn) = tokio_postgres::Config::new()
-            .host(&b.host)
-            .port(b.port)
-            .user(&b.admin_user)
-            .password(&b.admin_password)
-            .dbname("postgres")
-            .connect(tokio_postgres::NoTls)
-            .await?;
-        let conn_task = tokio::spawn(conn);
+        let (client, conn_task) = admin_client(&self.shared, "postgres").await?;
         let r = quote_ident(role);
         let db = quote_ident(&self.shared.opts.database);
         client
@@ -418,19 +409,32 @@ impl Drop for Emulator {
     }
 }
 
-/// Creates the database and one login role per principal, with a password only the proxy knows.
-async fn prepare_backend(shared: &Shared) -> Result<()> {
+/// A session with the backend's `database` as its superuser, and the task that drives it.
+async fn admin_client(
+    shared: &Shared,
+    database: &str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
     let b = &shared.opts.backend;
     let (client, conn) = tokio_postgres::Config::new()
         .host(&b.host)
         .port(b.port)
         .user(&b.admin_user)
         .password(&b.admin_password)
-        .dbname("postgres")
+        .dbname(database)
         .connect(tokio_postgres::NoTls)
         .await
         .context("connecting to the backend PostgreSQL as its superuser")?;
-    let conn_task = tokio::spawn(conn);
+    Ok((
+        client,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    ))
+}
+
+/// Creates the database and one login role per principal, with a password only the proxy knows.
+async fn prepare_backend(shared: &Shared) -> Result<()> {
+    let (client, conn_task) = admin_client(shared, "postgres").await?;
     let db = &shared.opts.database;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db])
@@ -466,15 +470,7 @@ async fn prepare_backend(shared: &Shared) -> Result<()> {
     drop(client);
     let _ = conn_task.await;
     // PostgreSQL 15: `public` is not writable by everyone any more; Lakebase roles may create tables.
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(&b.host)
-        .port(b.port)
-        .user(&b.admin_user)
-        .password(&b.admin_password)
-        .dbname(db)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    let conn_task = tokio::spawn(conn);
+    let (client, conn_task) = admin_client(shared, db).await?;
     client
         .batch_execute("GRANT ALL ON SCHEMA public TO PUBLIC")
         .await?;

@@ -329,16 +329,7 @@ async fn startup_options_are_forwarded_dropped_or_refused() {
     assert!(db.message().contains("idle_session_timeout"), "{db}");
     assert_eq!(emu.count(lakebase_emulator::LOGINS_REFUSED_OPTIONS), 1);
     // Without options the refusing proxy logs in.
-    let (c, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(emu.pg_addr().port())
-        .user(DEFAULT_CLIENT_ID)
-        .password(&t)
-        .dbname("databricks_postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = login(&emu, DEFAULT_CLIENT_ID, &t).await.unwrap();
     c.query_one("select 1", &[]).await.unwrap();
 }
 

@@ -224,3 +224,30 @@ impl Report {
         assert_eq!(*status, 200, "{name}: after the outage: {text}");
     }
 }
+
+/// [`run`] for each of `runs` (a host already serving on its own upstream) side by side, one
+/// thread each; each report is printed as it is checked ([`Report::check`]).
+pub fn run_side_by_side(name: &str, runs: &[(Down, &Upstream, &HostProcess)]) -> Vec<Report> {
+    let reports: Vec<Report> = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = runs
+                .iter()
+                .map(|&(down, up, host)| s.spawn(move || run(host, name, up, down, "/health")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    });
+    for (report, (_, _, host)) in reports.iter().zip(runs) {
+        println!("{}\n{}", Report::header(), report.row());
+        report.check(host);
+    }
+    reports
+}
+
+/// Prints `reports` as one table.
+pub fn print_table(reports: &[Report]) {
+    println!("{}", Report::header());
+    for r in reports {
+        println!("{}", r.row());
+    }
+}

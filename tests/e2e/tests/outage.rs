@@ -6,7 +6,7 @@
 //! same in `wasmcloud.rs`. Each run takes about a credential's life (60 s; `OUTAGE_TTL_SECS`),
 //! the 503 and the hung run side by side.
 
-use lakebase_e2e::outage::{self, Down, Report};
+use lakebase_e2e::outage::{self, Down};
 use lakebase_e2e::{Flavour, Upstream, app_wasm, hosts_for, notes_p2_wasm, repo_root, temp_dir};
 use lakebase_testkit::host::{HostKind, HostOptions, HostProcess};
 
@@ -25,28 +25,11 @@ async fn outage_on(flavour: Flavour, manifest: &str) {
             let host = start(&kind, manifest, &up, &format!("outage-{}", down.name()));
             runs.push((down, up, host));
         }
-        let done: Vec<Report> = tokio::task::block_in_place(|| {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = runs
-                    .iter()
-                    .map(|(down, up, host)| {
-                        let name = &name;
-                        s.spawn(move || outage::run(host, name, up, *down, "/health"))
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            })
-        });
-        for (report, (_, _, host)) in done.iter().zip(&runs) {
-            println!("{}\n{}", Report::header(), report.row());
-            report.check(host);
-        }
+        let runs: Vec<_> = runs.iter().map(|(d, up, host)| (*d, up, host)).collect();
+        let done = outage::run_side_by_side(&name, &runs);
         reports.extend(done);
     }
-    println!("{}", Report::header());
-    for r in &reports {
-        println!("{}", r.row());
-    }
+    outage::print_table(&reports);
 }
 
 fn start(kind: &HostKind, manifest: &str, up: &Upstream, tag: &str) -> HostProcess {

@@ -595,7 +595,7 @@ async fn wrong_role(tier: &Tier) {
 /// build a fresh instance per request: [`lakebase_e2e::outage`], the two runs side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_outage_on_fresh_instances_fails_no_request() {
-    use lakebase_e2e::outage::{self, Down, Report};
+    use lakebase_e2e::outage::{self, Down};
     let mut reports = vec![];
     for tier in Tier::all("the workspace outage") {
         let _timer = Timer::start("workspace outage", &tier);
@@ -617,20 +617,12 @@ async fn a_workspace_outage_on_fresh_instances_fails_no_request() {
             runs.push((down, up, host, nats));
         }
         let name = tier.name();
-        let done: Vec<Report> = tokio::task::block_in_place(|| {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = runs
-                    .iter()
-                    .map(|(down, up, host, _)| {
-                        s.spawn(move || outage::run(host, name, up, *down, "/health"))
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            })
-        });
+        let sides: Vec<_> = runs
+            .iter()
+            .map(|(down, up, host, _)| (*down, up, host))
+            .collect();
+        let done = outage::run_side_by_side(name, &sides);
         for (report, (_, up, host, _)) in done.iter().zip(&runs) {
-            println!("{}\n{}", Report::header(), report.row());
-            report.check(host);
             let answers = [&report.past_expiry, &Some(report.recovered.clone())]
                 .into_iter()
                 .flatten()
@@ -643,10 +635,7 @@ async fn a_workspace_outage_on_fresh_instances_fails_no_request() {
         }
         reports.extend(done);
     }
-    println!("{}", Report::header());
-    for r in &reports {
-        println!("{}", r.row());
-    }
+    outage::print_table(&reports);
 }
 
 /// The principal's database role does not exist (yet), at 10 requests a second on fresh
